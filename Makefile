@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine (see README):
+#   make study   install into .venv, then run the default study (python -m study.run)
+#   make test    install into .venv, then run the whole test suite
+# The CPU build of torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
+# On a GPU machine pick the CUDA build instead, e.g. make study TORCH_SPEC='torch==2.13.0'
+# with pip configured for the CUDA wheel index.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+STUDY_ARGS ?=
+PY := $(VENV)/bin/python
+
+.PHONY: install study test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '$(TORCH_SPEC)'
+	$(PY) -m pip install --quiet -e '.[dev,notebook]'
+	touch $@
+
+study: install
+	$(PY) -m study.run $(STUDY_ARGS)
+
+test: install
+	$(PY) -m pytest -ra

@@ -1,0 +1,65 @@
+"""One factory for every environment a trial can run on.
+
+``make("drive", settings)`` builds the embedded driving simulator, ``make("carla", settings)``
+the CARLA client env, and any other name goes to ``gymnasium.make``. Settings are validated by
+the env's own pydantic config, so a typo fails here, before any training starts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+
+# Short names users type on the command line and in study files.
+DRIVE = "drive"
+CARLA = "carla"
+
+
+class EnvSettingsError(ValueError):
+    """An env name or setting that cannot be used; the message names it and what is allowed."""
+
+
+def make(name: str, settings: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
+    """Build an env by short name (``drive``, ``carla``) or gymnasium id, with its settings."""
+    settings = dict(settings or {})
+    if name in (DRIVE, "Drive-v0"):
+        import envs.drive  # noqa: F401  (registers Drive-v0)
+
+        return _gym_make("Drive-v0", settings, render_mode)
+    if name == CARLA:
+        try:
+            from envs.carla.env import CarlaEnv
+        except ImportError as err:  # the carla wheel is an optional extra
+            raise EnvSettingsError(
+                f"env 'carla' needs the CARLA client: pip install -e '.[carla]' ({err})"
+            ) from err
+        return CarlaEnv(**settings)
+    return _gym_make(name, settings, render_mode)
+
+
+def _gym_make(env_id: str, settings: dict[str, Any], render_mode: str | None) -> gym.Env:
+    if env_id not in gym.registry:
+        known = ", ".join(sorted([DRIVE, CARLA, "Pendulum-v1", "HalfCheetah-v5", "..."]))
+        raise EnvSettingsError(f"unknown env {env_id!r}: use a gymnasium id or one of {known}")
+    try:
+        return gym.make(env_id, render_mode=render_mode, **settings)
+    except TypeError as err:  # gymnasium passes unknown kwargs to the constructor
+        raise EnvSettingsError(f"env {env_id!r} does not accept settings {sorted(settings)}: {err}") from err
+
+
+def declared_reward_range(env: gym.Env) -> tuple[float, float] | None:
+    """The per-step reward range the env declares, or None.
+
+    Gymnasium 1.x dropped ``Env.reward_range``; the driving envs still declare one as an instance
+    attribute. An infinite or missing range means "not declared": the Q guard then falls back to
+    the rewards seen in the replay buffer.
+    """
+    declared = getattr(env.unwrapped, "reward_range", None)
+    if declared is None:
+        return None
+    low, high = float(declared[0]), float(declared[1])
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        return None
+    return low, high
