@@ -88,13 +88,15 @@ def run_trial(
     resume_from: Path | str | None = None,
     progress: bool = True,
     stop_on_guard: bool = True,
+    between_episodes: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train one TD3 agent for ``cfg.steps`` env steps; return (and write) its summary.
 
     ``resume_from`` is a checkpoint directory written by an earlier call: the agent (networks,
     optimizers, counters, RNG states, buffer) and the trial's bookkeeping continue from it.
     With ``stop_on_guard=False`` the guard's metrics are still reported but the trial never stops
-    itself: the Ray scheduler makes that decision for the whole study.
+    itself: the Ray scheduler makes that decision for the whole study. ``between_episodes`` runs
+    before every reset (the CARLA pool counts episodes there, and restarts or recycles its server).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,8 @@ def run_trial(
                 state.recent_returns.append(episode_return)
                 state.recent_lengths.append(episode_length)
                 state.episodes += 1
+                if between_episodes is not None:
+                    between_episodes()
                 obs, _ = env.reset()
                 episode_return, episode_length = 0.0, 0
 

@@ -1,0 +1,200 @@
+"""TD3's update as functions, to be read against the paper (Fujimoto et al. 2018, Algorithm 1).
+
+    critic:  y = r + gamma * (1 - d) * min_i Q'_i(s', clip(pi'(s') + clip(eps, -c, c), -1, 1)),
+             eps ~ N(0, sigma);  minimize sum_i mean (Q_i(s, a) - y)^2  (+ critic_l2 * sum w^2)
+    actor:   every ``policy_delay`` critic steps, maximize mean Q1(s, pi(s))
+    targets: after each actor step, theta' <- tau * theta + (1 - tau) * theta'
+
+Nothing here synchronizes with the device: losses, Q values and gradient norms stay tensors, and
+``agents.diagnostics`` reduces them only when the caller asks for metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import gymnasium as gym
+import torch
+from torch import Tensor, nn
+
+from agents.buffer import Batch
+from agents.config import TD3Config
+from agents.networks import Actor, TwinCritic, cnn_and_mlp_parameters
+
+ParamGroups = tuple[list[nn.Parameter], list[nn.Parameter]]  # (cnn, mlp)
+
+
+@dataclass
+class TD3Networks:
+    """The online actor and twin critic, their target copies, and the parameter lists updates use."""
+
+    actor: Actor
+    critic: TwinCritic
+    actor_target: Actor
+    critic_target: TwinCritic
+    actor_groups: ParamGroups = field(init=False)  # (cnn, mlp), for gradient norms
+    critic_groups: ParamGroups = field(init=False)
+    online_params: list[Tensor] = field(init=False)  # actor then critic ...
+    target_params: list[Tensor] = field(init=False)  # ... and their targets, in the same order
+
+    def __post_init__(self) -> None:
+        self.actor_groups = cnn_and_mlp_parameters(self.actor)
+        self.critic_groups = cnn_and_mlp_parameters(self.critic)
+        self.online_params = [*self.actor.parameters(), *self.critic.parameters()]
+        self.target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+
+    @classmethod
+    def build(cls, observation_space: gym.Space, action_dim: int, cfg: TD3Config, device: torch.device) -> TD3Networks:
+        """Fresh networks, initialized on the CPU from torch's global RNG (so the same seed gives the
+        same weights on any device), then moved; targets start as exact copies."""
+        actor = Actor(observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features).to(device)
+        critic = TwinCritic(observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features).to(device)
+        return cls(actor, critic, _frozen_copy(actor), _frozen_copy(critic))
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def _frozen_copy(module: M) -> M:
+    return copy.deepcopy(module).requires_grad_(False)
+
+
+@dataclass
+class TD3Optimizers:
+    actor: torch.optim.Optimizer
+    critic: torch.optim.Optimizer
+
+
+def make_optimizers(nets: TD3Networks, cfg: TD3Config) -> TD3Optimizers:
+    """Adam for the actor; for the critic Adam with coupled decay, or AdamW with decoupled decay.
+
+    Coupled (Adam's ``weight_decay``): g <- g + wd * w enters the moment estimates, so the decay is
+    rescaled by Adam's adaptive step, like an L2 penalty (wd / 2) * sum w^2 that clipping never
+    sees. Decoupled (AdamW): w <- w * (1 - lr * wd), independent of the gradient's scale.
+    Fused kernels: one call updates every parameter (the fastest CPU and CUDA path).
+    """
+    critic_cls = torch.optim.Adam if cfg.weight_decay_mode == "coupled" else torch.optim.AdamW
+    return TD3Optimizers(
+        actor=torch.optim.Adam(nets.actor.parameters(), lr=cfg.lr_actor, fused=True),
+        critic=critic_cls(
+            nets.critic.parameters(), lr=cfg.lr_critic, weight_decay=cfg.critic_weight_decay, fused=True
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class CriticStep:
+    """What one critic step saw: Q on the buffer's actions, its regression target, gradient norms."""
+
+    loss: Tensor  # the minimized loss, L2 penalty included
+    q: Tensor  # [2, B] Q1, Q2 on (s, a) from the buffer
+    target: Tensor  # [B] y
+    grad_norms: Tensor  # [2] (cnn, mlp), before clipping
+
+
+@dataclass(frozen=True)
+class ActorStep:
+    """What one actor step saw: the actor-path Q it climbed, on which actions, gradient norms."""
+
+    loss: Tensor
+    q: Tensor  # [B] Q1(s, pi(s)): the value the actor climbs
+    action: Tensor  # [B, A] pi(s)
+    buffer_action: Tensor  # [B, A] the buffer's actions for the same states
+    grad_norms: Tensor  # [2] (cnn, mlp), before clipping
+
+
+@torch.no_grad()
+def td3_target(
+    batch: Batch, actor_target: Actor, critic_target: TwinCritic, cfg: TD3Config, generator: torch.Generator
+) -> Tensor:
+    """y = r + gamma (1 - d) Q'(s', a'), with TD3's two switches and optional reward clipping.
+
+    ``target_policy_smoothing``: a' = clip(pi'(s') + clip(eps, -c, c), -1, 1), else a' = pi'(s').
+    ``clipped_double_q``: Q' = min(Q1', Q2'), else Q1' alone.
+    ``reward_clip``: r clipped to [-c, c] here only; the buffer and the logs keep raw rewards.
+    """
+    next_action = actor_target(batch.next_obs)
+    if cfg.target_policy_smoothing:
+        eps = torch.randn(next_action.shape, generator=generator, device=next_action.device) * cfg.policy_noise
+        next_action = (next_action + eps.clamp(-cfg.noise_clip, cfg.noise_clip)).clamp(-1.0, 1.0)
+    next_q = critic_target(batch.next_obs, next_action)  # [2, B]
+    next_value = next_q.min(dim=0).values if cfg.clipped_double_q else next_q[0]
+    reward = batch.reward if cfg.reward_clip is None else batch.reward.clamp(-cfg.reward_clip, cfg.reward_clip)
+    return reward + cfg.gamma * (1.0 - batch.terminated) * next_value
+
+
+def critic_l2_penalty(critic: nn.Module, coeff: float) -> Tensor:
+    """coeff * sum(w**2) over the critic's weights: matrices and conv kernels, not biases.
+
+    Biases are left out as in the usual L2 regularization of weights (and as the issue states): a
+    bias shifts Q uniformly, it does not steepen Q along the action, which is where the actor finds
+    the values to climb.
+    """
+    return coeff * torch.stack([(w * w).sum() for w in critic.parameters() if w.ndim > 1]).sum()
+
+
+def backward_and_clip(
+    loss: Tensor, optimizer: torch.optim.Optimizer, groups: ParamGroups, max_norm: float | None
+) -> Tensor:
+    """Gradients of ``loss`` for the groups' parameters only; clipped; (cnn, mlp) norms before clipping.
+
+    Only these parameters: in the actor step the loss flows through the critic, and autograd then
+    computes dQ/da without the critic's weight gradients (a third of that backward pass).
+    """
+    cnn, mlp = groups
+    params = cnn + mlp
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    per_tensor = torch.stack(torch._foreach_norm([p.grad for p in params]))  # type: ignore[misc]  # all set
+    norms = torch.stack([per_tensor[: len(cnn)].norm(), per_tensor[len(cnn) :].norm()])  # empty -> 0
+    if max_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norms.norm())
+    return norms
+
+
+@torch.no_grad()
+def soft_update_(target: list[Tensor], online: list[Tensor], tau: float) -> None:
+    """theta' <- theta' + tau (theta - theta') = tau theta + (1 - tau) theta', in one fused call."""
+    torch._foreach_lerp_(target, online, tau)
+
+
+def td3_update(
+    batch: Batch,
+    nets: TD3Networks,
+    optimizers: TD3Optimizers,
+    cfg: TD3Config,
+    generator: torch.Generator,
+    update_actor: bool,
+) -> tuple[CriticStep, ActorStep | None]:
+    """One TD3 gradient step on ``batch``: the critic always; the actor and targets if ``update_actor``."""
+    # Critic: regress both Q_i(s, a) on the shared target y.
+    target = td3_target(batch, nets.actor_target, nets.critic_target, cfg, generator)
+    q = nets.critic(batch.obs, batch.action)  # [2, B]
+    critic_loss = (q - target).pow(2).mean(dim=1).sum()  # MSE(Q1, y) + MSE(Q2, y)
+    if cfg.critic_l2 > 0.0:
+        critic_loss = critic_loss + critic_l2_penalty(nets.critic, cfg.critic_l2)
+    critic_norms = backward_and_clip(critic_loss, optimizers.critic, nets.critic_groups, cfg.grad_clip_norm)
+    optimizers.critic.step()
+    critic = CriticStep(loss=critic_loss.detach(), q=q.detach(), target=target, grad_norms=critic_norms)
+    if not update_actor:
+        return critic, None
+
+    # Actor (delayed): deterministic policy gradient through Q1 alone.
+    action = nets.actor(batch.obs)
+    actor_q = nets.critic.q1(batch.obs, action)
+    actor_loss = -actor_q.mean()
+    actor_norms = backward_and_clip(actor_loss, optimizers.actor, nets.actor_groups, cfg.grad_clip_norm)
+    optimizers.actor.step()
+
+    # Targets follow the online networks slowly, at the actor's pace.
+    soft_update_(nets.target_params, nets.online_params, cfg.tau)
+    actor = ActorStep(
+        loss=actor_loss.detach(),
+        q=actor_q.detach(),
+        action=action.detach(),
+        buffer_action=batch.action,
+        grad_norms=actor_norms,
+    )
+    return critic, actor

@@ -1,0 +1,316 @@
+"""Load a finished (or running) study into two tables: one row per trial, one row per report.
+
+The MLflow store is the primary source: it holds the design, the factor levels of every arm and
+each trial's final summary. A Ray Tune results folder is the fallback (a study run without
+MLflow, or a store that was lost): it holds every reported row, from which the same summary is
+derived. Either way the result is a ``StudyResults`` with the same columns, so tables, plots,
+the report and the notebook never care where the numbers came from.
+
+The layout read here is the one ``study.run`` writes (see the results contract in DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from analysis import tables
+from study import metrics as m
+from study.guard import GuardConfig
+
+DESIGNS = ("factorial", "one_at_a_time", "optuna")
+Q_LOW, Q_HIGH = "guard/q_low", "guard/q_high"
+# The reported series the analysis needs: return curves, actor-path Q and its interval, and the
+# guard's excess (to replay the guard on trials it did not stop).
+CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, Q_LOW, Q_HIGH, m.GUARD_EXCESS)
+SUMMARY_KEYS = {  # trial-table column <- MLflow summary metric
+    "env_steps": "summary/env_steps",
+    "final_return": "summary/final_return",
+    "best_return": "summary/best_return",
+    "max_actor_q": "summary/max_actor_q",
+    "min_actor_q": "summary/min_actor_q",
+    "q_low": "summary/q_low",
+    "q_high": "summary/q_high",
+}
+TRIAL_COLUMNS = (
+    "env_steps",
+    "stop_reason",
+    "stop_step",
+    "final_return",
+    "best_return",
+    "max_actor_q",
+    "min_actor_q",
+    "q_low",
+    "q_high",
+    "q_ratio",
+    "q_excess",
+    "exploded",
+    "explosion_step",
+)
+TUNE_RESULT_FILE = "result.json"
+STUDY_FILE = "study.json"  # study.run keeps the validated study file there
+
+
+class StudyNotFound(LookupError):
+    """No study of the requested name where we looked; the message lists what is there."""
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """One study's results, whichever store they came from."""
+
+    name: str
+    design: str  # factorial | one_at_a_time | optuna
+    factors: tuple[str, ...]
+    trials: pd.DataFrame  # one row per trial: identity, factor levels, outcome (TRIAL_COLUMNS)
+    curves: pd.DataFrame  # one row per report: trial_id, arm, seed, env_steps, CURVE_KEYS
+    source: str  # where they came from: the tracking URI or the Tune folder
+
+
+def default_tracking_uri(storage: Path | str) -> str:
+    """The tracking URI ``study.run`` uses by default for a storage folder."""
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+
+
+def load_study(
+    storage: Path | str,
+    study: str | None = None,
+    *,
+    tracking_uri: str | None = None,
+    guard: GuardConfig | None = None,
+) -> StudyResults:
+    """A study from ``storage``: its MLflow store when there is one, else its Tune folder.
+
+    ``study`` may be left out when the storage holds exactly one. ``guard`` is the guard setting
+    replayed on trials the guard did not stop (default: the study defaults).
+    """
+    storage = Path(storage)
+    if tracking_uri is not None or (storage / "mlflow.db").exists():
+        return load_mlflow(tracking_uri or default_tracking_uri(storage), study, guard=guard)
+    return load_tune(storage, study, guard=guard)
+
+
+# --- MLflow -----------------------------------------------------------------------------------
+
+
+def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConfig | None = None) -> StudyResults:
+    """A study from an MLflow store: study run -> arm runs -> trial runs, nested by parent id."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = {
+        e.name: e.experiment_id for e in client.search_experiments() if _search(client, e.experiment_id, "study", 1)
+    }
+    name = _pick(study, list(experiments), f"MLflow store {tracking_uri}")
+    experiment_id = experiments[name]
+
+    # A resumed study reuses its run; a study started afresh under the same name adds one: the
+    # latest is the study asked about.
+    study_run = max(_search(client, experiment_id, "study"), key=lambda run: run.info.start_time)
+    design = study_run.data.tags.get("study.design", "")
+    arms = [run for run in _search(client, experiment_id, "arm") if _parent(run) == study_run.info.run_id]
+    arm_levels = {run.data.tags["arm"]: run.data.params for run in arms}
+    factors = tuple(sorted({factor for params in arm_levels.values() for factor in params}))
+    arm_ids = {run.info.run_id for run in arms}
+
+    records, curves = [], []
+    for run in _search(client, experiment_id, "trial"):
+        if _parent(run) not in arm_ids:
+            continue
+        tags = run.data.tags
+        identity = {"trial_id": tags.get("trial_id", run.info.run_id), "arm": tags["arm"], "seed": int(tags["seed"])}
+        curve = _mlflow_curve(client, run.info.run_id).assign(**identity)
+        summary = {column: _unclamp(run.data.metrics.get(key, math.nan)) for column, key in SUMMARY_KEYS.items()}
+        outcome = {"stop_reason": tags.get("stop_reason"), "stop_step": _number(tags.get("stop_step"))}
+        levels = {f: arm_levels[tags["arm"]].get(f) for f in factors}
+        records.append(_trial_record(identity, levels, outcome, summary, curve, guard))
+        curves.append(curve)
+    return _results(name, design, factors, records, curves, tracking_uri)
+
+
+def _search(client: MlflowClient, experiment_id: str, role: str, max_results: int | None = None) -> list[Run]:
+    """Every run of one ``study.role`` in an experiment, across result pages."""
+    query = f"tags.`study.role` = '{role}'"
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=max_results or 1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token or max_results is not None:
+            return runs
+
+
+def _parent(run: Run) -> str | None:
+    return run.data.tags.get("mlflow.parentRunId")
+
+
+def _mlflow_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    """The reported series of one trial run, one row per env step."""
+    series = {}
+    for key in CURVE_KEYS:
+        history = client.get_metric_history(run_id, key)
+        # A resumed trial logs again from its checkpoint's step: the later value wins.
+        points = {point.step: _unclamp(point.value) for point in sorted(history, key=lambda p: p.timestamp)}
+        series[key] = pd.Series(points, dtype=float)
+    return _curve_frame(series)
+
+
+def _unclamp(value: float) -> float:
+    """MLflow stores +-inf as +-sys.float_info.max: turn them back into the non-finite values
+    they were, so a non-finite actor-path Q reads as one."""
+    return math.copysign(math.inf, value) if abs(value) == sys.float_info.max else value
+
+
+# --- Ray Tune ---------------------------------------------------------------------------------
+
+
+def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConfig | None = None) -> StudyResults:
+    """A study from its Ray Tune folder ``<storage>/<study>/``: one ``result.json`` per trial.
+
+    ``study.run`` keeps the validated study file in ``study.json`` there: it gives the design, the
+    factors and the base config, so each trial's levels are the base values changed by its arm's
+    overrides (``params.json``: ``{"set": overrides, "seed": ...}``), exactly as MLflow has them.
+    """
+    storage = Path(storage)
+    names = sorted(p.name for p in storage.iterdir() if (p / STUDY_FILE).is_file()) if storage.is_dir() else []
+    name = _pick(study, names, f"Tune folder {storage}")
+    folder = storage / name
+    spec = json.loads((folder / STUDY_FILE).read_text())["spec"]
+    factors = tuple(sorted({*spec["factors"], *spec["distributions"], *(key for arm in spec["arms"] for key in arm)}))
+    records, curves = [], []
+    for result_file in sorted(folder.glob(f"*/{TUNE_RESULT_FILE}")):
+        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        if not rows:
+            continue  # started, never reported
+        last = rows[-1]
+        identity = {"trial_id": str(last["trial_id"]), "arm": str(last["arm"]), "seed": int(last["seed"])}
+        # A restored trial reports again from its checkpoint's step: the later row wins.
+        frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
+        curve = _curve_frame({key: frame[key].astype(float) for key in CURVE_KEYS if key in frame}).assign(**identity)
+        agent = {**spec["agent"], **json.loads((result_file.parent / "params.json").read_text())["set"]}
+        levels: dict[str, str | None] = {factor: _param_text(agent[factor]) for factor in factors}
+        # Rows before the last carry an empty reason; a trial whose last row has none never
+        # finished: it crashed (Tune wrote error.txt) or its driver was stopped.
+        reason = last.get("stop_reason") or ("error" if (result_file.parent / "error.txt").exists() else None)
+        outcome = {"stop_reason": reason, "stop_step": _number(last.get("stop_step"))}
+        records.append(_trial_record(identity, levels, outcome, {}, curve, guard))
+        curves.append(curve)
+    return _results(name, spec["design"], factors, records, curves, str(folder))
+
+
+def _param_text(value: Any) -> str:
+    """A value as study.run writes it into MLflow params (``null`` for None, else ``str``)."""
+    return "null" if value is None else str(value)
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+def _pick(study: str | None, names: Sequence[str], where: str) -> str:
+    if study is None and len(names) == 1:
+        return names[0]
+    if study is not None and study in names:
+        return study
+    asked = "a study name (--study)" if study is None else f"study {study!r}"
+    raise StudyNotFound(f"{where}: need {asked}; studies there: {sorted(names) or 'none'}")
+
+
+def _number(value: Any) -> float:
+    """A tag or result field as a number; NaN for absent, None, "" or "None"."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _curve_frame(series: dict[str, pd.Series]) -> pd.DataFrame:
+    """Series keyed by env step -> one frame with every CURVE_KEYS column, sorted by step."""
+    frame = pd.DataFrame(series).reindex(columns=list(CURVE_KEYS)).astype(float)
+    frame.index = frame.index.astype(float)
+    return frame.sort_index().rename_axis(m.ENV_STEPS).reset_index()
+
+
+def _trial_record(
+    identity: dict[str, Any],
+    levels: dict[str, str | None],
+    outcome: dict[str, Any],
+    summary: dict[str, float],
+    curve: pd.DataFrame,
+    guard: GuardConfig | None,
+) -> dict[str, Any]:
+    """One trial-table row. Summary values the store lacks (a Tune folder; a trial that died
+    before its summary) are derived from the reported curve, as the trial itself would have."""
+    derived = {
+        "env_steps": curve[m.ENV_STEPS].max(),
+        "final_return": _last(curve[m.EVAL_RETURN]),
+        "best_return": _finite(curve[m.EVAL_RETURN]).max(),
+        "max_actor_q": _finite(curve[m.ACTOR_Q_MAX]).max(),
+        "min_actor_q": _finite(curve[m.ACTOR_Q_MIN]).min(),
+        "q_low": _last(curve[Q_LOW]),
+        "q_high": _last(curve[Q_HIGH]),
+    }
+    values = {}
+    for column, fallback in derived.items():
+        stored = summary.get(column, math.nan)
+        values[column] = float(fallback if math.isnan(stored) else stored)
+    stop_reason = outcome["stop_reason"]
+    if stop_reason in tables.EXPLODED:
+        exploded, explosion_step = True, outcome["stop_step"]
+    else:
+        verdict, explosion_step = tables.guard_replay(curve[m.ENV_STEPS], curve[m.GUARD_EXCESS], guard)
+        exploded = verdict is not None
+    return {
+        **identity,
+        **levels,
+        **values,
+        "stop_reason": stop_reason,
+        "stop_step": outcome["stop_step"],
+        "q_ratio": tables.q_ratio(values["max_actor_q"], values["q_high"]),
+        "q_excess": tables.q_excess(values["max_actor_q"], values["min_actor_q"], values["q_low"], values["q_high"]),
+        "exploded": exploded,
+        "explosion_step": explosion_step,
+    }
+
+
+def _finite(series: pd.Series) -> pd.Series:
+    """The finite values: a trial's summary keeps its extremes and last values over these."""
+    return series[np.isfinite(series.to_numpy(dtype=float))]
+
+
+def _last(series: pd.Series) -> float:
+    finite = _finite(series)
+    return float(finite.iloc[-1]) if len(finite) else math.nan
+
+
+def _results(
+    name: str,
+    design: str,
+    factors: tuple[str, ...],
+    records: list[dict[str, Any]],
+    curves: list[pd.DataFrame],
+    source: str,
+) -> StudyResults:
+    if design not in DESIGNS:
+        raise ValueError(f"study {name!r}: design {design!r} is not one of {DESIGNS}")
+    identity = ["trial_id", "arm", "seed"]
+    trials = pd.DataFrame(records, columns=[*identity, *factors, *TRIAL_COLUMNS])
+    trials = trials.sort_values(["arm", "seed"], key=_arm_sort_key).reset_index(drop=True)
+    columns = [*identity, m.ENV_STEPS, *CURVE_KEYS]
+    curve_table = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
+    return StudyResults(name, design, factors, trials, curve_table, source)
+
+
+def _arm_sort_key(column: pd.Series) -> pd.Series:
+    if column.name != "arm":
+        return column
+    order = {arm: i for i, arm in enumerate(tables.arm_order(column))}
+    return column.map(order)

@@ -1,0 +1,109 @@
+"""The study's three pictures, as matplotlib Figures (no pyplot: no global state, any backend).
+
+1. Actor-path Q against env steps, a panel per arm, symlog scale with the Q interval shaded: a
+   runaway arm leaves the band by orders of magnitude, a healthy one stays inside it. Symlog and
+   not log because Q can be negative (Pendulum's returns all are) and can run away downward.
+2. Evaluation return against env steps per arm: the mean over seeds with a band from the worst
+   to the best seed, which with a handful of seeds is the spread worth seeing.
+3. Explosion rate per factor level (or per arm) with Wilson intervals: the share of seeds whose
+   actor-path Q left its interval, the study's first question.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import cycle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis import tables
+from analysis.load import Q_HIGH, Q_LOW, StudyResults
+from study import metrics as m
+
+PANEL_WIDTH, PANEL_HEIGHT = 4.5, 3.2
+MAX_COLUMNS = 3
+COLORS = [f"C{i}" for i in range(10)]
+# Symlog is linear within +-1 reward unit and logarithmic beyond: returns and Q of any scale fit.
+SYMLOG_LINTHRESH = 1.0
+
+
+def _grid(n_panels: int) -> tuple[Figure, list]:
+    columns = min(n_panels, MAX_COLUMNS)
+    rows = math.ceil(n_panels / columns)
+    fig = Figure(figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False, sharey=True).ravel().tolist()
+    for unused in axes[n_panels:]:
+        unused.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def actor_q_figure(results: StudyResults) -> Figure:
+    """Actor-path Q (batch max, solid; batch min, dashed) per seed, a panel per arm."""
+    arms = tables.arm_order(results.trials["arm"])
+    fig, axes = _grid(len(arms))
+    for ax, arm in zip(axes, arms, strict=True):
+        curves = results.curves[results.curves["arm"] == arm]
+        interval = curves.groupby(m.ENV_STEPS)[[Q_LOW, Q_HIGH]].median().dropna()
+        ax.fill_between(interval.index, interval[Q_LOW], interval[Q_HIGH], color="0.85", label="Q interval")
+        trials = results.trials[results.trials["arm"] == arm]
+        for color, trial in zip(cycle(COLORS), trials.itertuples(), strict=False):
+            curve = curves[curves["trial_id"] == trial.trial_id]
+            q = curve[[m.ACTOR_Q_MAX, m.ACTOR_Q_MIN]].replace([np.inf, -np.inf], np.nan)
+            ax.plot(curve[m.ENV_STEPS], q[m.ACTOR_Q_MAX], color=color, lw=1.2, label=f"seed {trial.seed}")
+            ax.plot(curve[m.ENV_STEPS], q[m.ACTOR_Q_MIN], color=color, lw=0.8, ls="--")
+            if trial.exploded and math.isfinite(trial.explosion_step):
+                ax.axvline(trial.explosion_step, color=color, lw=0.8, ls=":")
+        ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
+        ax.set_title(f"{arm}  ({int(trials['exploded'].sum())}/{len(trials)} exploded)", fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("actor-path Q (symlog)")
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Actor-path Q: batch max (solid), min (dashed); dotted line: explosion step")
+    return fig
+
+
+def return_figure(results: StudyResults) -> Figure:
+    """Evaluation return per arm: mean over the seeds still running, band from worst to best seed."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    # Reports between evaluations repeat the last one: keep each trial's fresh evaluations only.
+    evaluated = results.curves.dropna(subset=[m.EVAL_RETURN])
+    evaluated = evaluated[evaluated.groupby("trial_id")[m.EVAL_RETURN].diff().ne(0)]
+    for color, arm in zip(cycle(COLORS), tables.arm_order(results.trials["arm"]), strict=False):
+        per_step = evaluated[evaluated["arm"] == arm].groupby(m.ENV_STEPS)[m.EVAL_RETURN]
+        mean, low, high = per_step.mean(), per_step.min(), per_step.max()
+        ax.plot(mean.index, mean, color=color, label=arm, marker="o", markersize=3)
+        ax.fill_between(mean.index, low, high, color=color, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("evaluation return")
+    ax.set_title("Return per arm: mean over seeds, band = min to max seed")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def explosion_figure(table: pd.DataFrame) -> Figure:
+    """Bars of explosion rate with Wilson intervals, from ``ablation_table`` (index: arm) or
+    ``factor_level_table`` (index: factor, level): one panel per factor."""
+    groups = list(table.groupby(level="factor", sort=False)) if "factor" in table.index.names else [("arm", table)]
+    fig, axes = _grid(len(groups))
+    for ax, (name, part) in zip(axes, groups, strict=True):
+        labels = [str(key[-1] if isinstance(key, tuple) else key) for key in part.index]
+        rate = part["explosion_rate"].to_numpy(dtype=float)
+        error = np.vstack([rate - part["explosion_rate_low"], part["explosion_rate_high"] - rate])
+        ax.bar(labels, rate, yerr=error, capsize=4, color="tab:red", alpha=0.7)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(str(name), fontsize=9)
+        ax.set_ylabel("share of seeds exploded")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.suptitle("Explosion rate (95% Wilson interval)")
+    return fig
+
+
+def save(fig: Figure, path: Path | str) -> Path:
+    """Write a figure as PNG."""
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,275 @@
+"""Run a whole study as parallel Ray Tune trials: ``python -m study.run [--space NAME|PATH] ...``.
+
+    python -m study.run                       # search_spaces/default.yaml on this machine
+    python -m study.run --smoke               # the same study, shrunk by its ``smoke`` section
+    python -m study.run --resume              # continue a killed or interrupted study
+    python -m study.run --space carla_ablation --address auto --storage /mnt/shared/results \\
+        --tracking-uri http://HEAD:5000       # on the cluster of cluster.yaml
+
+The study file is validated before Ray starts. Results: Tune's folders under
+``<storage>/<study name>/``, MLflow runs (study -> arm -> trial) in ``sqlite:///<storage>/mlflow.db``
+unless ``--tracking-uri`` says otherwise, and a table of every arm and seed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from rich.console import Console
+from rich.table import Table
+
+from study.mlflow_logging import MlflowStudyCallback, create_study_run, default_tracking_uri, open_experiment
+from study.scheduler import GuardedASHA, StopReasonCallback
+from study.spec import SpecError, StudySpec, arms, load_spec, plan_of
+from study.trainable import make_trainable
+
+STATE_FILE = "study.json"  # in the Tune folder: the validated spec and the MLflow study run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.run",
+        description="Run a TD3 ablation or tuning study on Ray Tune, with the Q-guarded ASHA and MLflow.",
+    )
+    parser.add_argument("--space", default="default", help="study file: a name in search_spaces/ or a path")
+    parser.add_argument("--storage", type=Path, default=None, help="results root (default: the file's storage, ./results)")
+    parser.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster node); default: local")
+    parser.add_argument("--resume", action="store_true", help="continue the study in STORAGE; finished trials are kept")
+    parser.add_argument("--smoke", action="store_true", help="apply the study file's 'smoke' overrides (CI-sized)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///STORAGE/mlflow.db)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_spec(args.space, smoke=args.smoke)
+        storage = (args.storage or Path(spec.storage)).resolve()
+        state = read_state(storage / spec.name, spec, resume=args.resume)
+        tracking_uri = args.tracking_uri or spec.tracking_uri or default_tracking_uri(storage)
+        if state and state["tracking_uri"] != tracking_uri:
+            raise SpecError(f"--resume: the study logs to {state['tracking_uri']}, not {tracking_uri}")
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    init_ray(args.address)
+    try:
+        results = run_study(spec, storage, tracking_uri, state, smoke=args.smoke)
+    finally:
+        ray.shutdown()
+
+    outcomes = collect_outcomes(spec, results)
+    print_table(spec, outcomes)
+    if tracking_uri.startswith("sqlite:"):
+        print(f"\nMLflow: mlflow ui --backend-store-uri {tracking_uri}")
+    else:
+        print(f"\nMLflow: {tracking_uri}")
+    print(f"Tune results: {storage / spec.name}")
+    errors = [o for o in outcomes if o.stop_reason == "error"]
+    unfinished = [o for o in outcomes if not o.stop_reason]
+    if unfinished:
+        print(f"{len(unfinished)} trial(s) did not finish: continue with the same command and --resume")
+    return 1 if errors or unfinished else 0
+
+
+def read_state(experiment_dir: Path, spec: StudySpec, *, resume: bool) -> dict[str, Any]:
+    """What an earlier run of this study left (for ``--resume``); refuse to mix two studies."""
+    state_file = experiment_dir / STATE_FILE
+    if not resume:
+        if experiment_dir.exists():
+            raise SpecError(f"{experiment_dir} already holds study {spec.name!r}: add --resume to continue it, "
+                            "or pass another --storage")
+        return {}
+    if not state_file.is_file():
+        raise SpecError(f"--resume: no study to continue at {experiment_dir} (no {STATE_FILE})")
+    state = json.loads(state_file.read_text())
+    if state["spec"] != spec.model_dump(mode="json"):
+        changed = sorted(k for k, v in spec.model_dump(mode="json").items() if state["spec"].get(k) != v)
+        raise SpecError(f"--resume: the study file changed since the study started (keys {changed}); "
+                        "resume with the file (and --smoke) it started with")
+    return state
+
+
+def init_ray(address: str | None) -> None:
+    """Local Ray on every core, dashboard off (it needs ray[default]); or join a cluster."""
+    if address:
+        ray.init(address=address)
+    else:
+        # The cores this process may use (taskset, container limits), not the machine's count.
+        ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, dashboard_host="127.0.0.1")
+
+
+def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str, Any], *, smoke: bool) -> Any:
+    """Start (or continue) the Tune experiment, with MLflow's study run made first."""
+    experiment_dir = storage / spec.name
+    study_run_id = state.get("study_run_id")
+    if study_run_id is None:
+        client = MlflowClient(tracking_uri)
+        artifact_root = storage / "mlartifacts" if tracking_uri.startswith("sqlite:") else None
+        experiment_id = open_experiment(client, spec.name, artifact_root)
+        study_run_id = create_study_run(client, experiment_id, spec, smoke=smoke)
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        state = {"spec": spec.model_dump(mode="json"), "study_run_id": study_run_id, "tracking_uri": tracking_uri}
+        (experiment_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    trainable = make_trainable(spec)
+    if tune.Tuner.can_restore(str(experiment_dir)):
+        # Unfinished trials continue from their last checkpoints; errored ones get their retries.
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
+
+    scheduler = GuardedASHA(
+        spec.guard,
+        max_t=spec.budget.steps,
+        asha=spec.scheduler.asha,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+    param_space, search_alg, num_samples = search(spec)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric="eval/return_mean",
+            mode="max",
+            scheduler=scheduler,
+            search_alg=search_alg,
+            num_samples=num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(storage),
+            callbacks=[
+                StopReasonCallback(scheduler),
+                MlflowStudyCallback(spec, tracking_uri, study_run_id),
+                OutcomeLines(spec),
+            ],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,  # Tune's per-result boxes (~60 metrics each) drown the outcomes; OutcomeLines says those
+        ),
+    )
+    return tuner.fit()
+
+
+def search(spec: StudySpec) -> tuple[dict[str, Any], Any, int]:
+    """Tune's param space, search algorithm and sample count for the study's design."""
+    if spec.design != "optuna":
+        names = [name for name, _ in arms(spec)]
+        return {"arm": tune.grid_search(names), "seed": tune.grid_search(spec.seeds)}, None, 1
+
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    domains = {
+        "uniform": lambda d: tune.uniform(d.low, d.high),
+        "loguniform": lambda d: tune.loguniform(d.low, d.high),
+        "int": lambda d: tune.randint(int(d.low), int(d.high) + 1),
+        "choice": lambda d: tune.choice(d.values),
+    }
+    space = {"set": {name: domains[d.type](d) for name, d in spec.distributions.items()}}
+    # Every proposal runs once per seed; Optuna learns from the seeds' mean return.
+    searcher = Repeater(OptunaSearch(seed=spec.seeds[0]), repeat=len(spec.seeds))
+    return space, searcher, (spec.num_samples or 1) * len(spec.seeds)
+
+
+class OutcomeLines(tune.Callback):
+    """One console line per trial outcome, as it happens."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        self._spec = spec
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get("stop_reason"):
+            self._line(trials, trial, f"{result['stop_reason']} at {int(result['stop_step'])} env steps, "
+                                      f"eval return {result['eval/return_mean']:.1f}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, f"error: {trial.error_file}")
+
+    def _line(self, trials: list, trial: Any, text: str) -> None:
+        plan = plan_of(self._spec, trial.config)
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+        print(f"[{done}/{len(trials)}] {plan.arm} seed={plan.seed}: {text}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The table at the end
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    arm: str
+    seed: int
+    env_steps: int
+    final_return: float
+    max_actor_q: float
+    stop_reason: str
+    stop_step: int | None
+
+
+def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
+    """One outcome per trial from Tune's ResultGrid (last row, plus the whole history for max Q)."""
+    outcomes = []
+    for result in results:
+        plan = plan_of(spec, result.config)
+        last = result.metrics or {}
+        history = result.metrics_dataframe
+        q_column = "debug/actor_q_max"
+        max_q = float(history[q_column].max()) if history is not None and q_column in history else math.nan
+        reason = "error" if result.error else str(last.get("stop_reason") or "")
+        stop_step = last.get("stop_step")
+        outcomes.append(
+            TrialOutcome(
+                arm=plan.arm,
+                seed=plan.seed,
+                env_steps=int(last.get("env_steps", 0) or 0),
+                final_return=float(last.get("eval/return_mean", math.nan)),
+                max_actor_q=max_q,
+                stop_reason=reason,
+                stop_step=int(stop_step) if stop_step is not None and math.isfinite(stop_step) else None,
+            )
+        )
+    order = {name: i for i, (name, _) in enumerate(arms(spec))}
+    return sorted(outcomes, key=lambda o: (order.get(o.arm, len(order)), o.arm, o.seed))
+
+
+def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
+    table = Table(title=f"study {spec.name}: {spec.design}, {spec.budget.steps} env steps per trial")
+    for column in ("arm", "seed", "env steps", "eval return", "max actor-path Q", "outcome"):
+        table.add_column(column, justify="left" if column in ("arm", "outcome") else "right")
+    previous = None
+    for o in outcomes:
+        outcome = o.stop_reason or "unfinished"
+        if o.stop_reason in ("asha", "q_explosion", "non_finite") and o.stop_step is not None:
+            outcome += f" @ {o.stop_step}"
+        style = "red" if o.stop_reason in ("q_explosion", "non_finite", "error") else None
+        table.add_row(
+            o.arm if o.arm != previous else "",
+            str(o.seed),
+            str(o.env_steps),
+            f"{o.final_return:.1f}",
+            f"{o.max_actor_q:.4g}",
+            outcome,
+            style=style,
+            end_section=False,
+        )
+        previous = o.arm
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""One Ray Tune trial: lease a CARLA slot when the env needs one, then run ``study.trial.run_trial``.
+
+The trial function is the same one ``python -m study.train`` runs; this wrapper only connects it
+to Tune: every report (every key of ``study.metrics.REPORT_KEYS``, plus ``arm`` and ``seed``) goes
+to ``tune.report`` with the checkpoint written at that report, a retried or resumed trial starts
+from ``tune.get_checkpoint()``, and the guard's stop is left to the study's scheduler
+(``stop_on_guard=False``) so that one place decides, and records why.
+
+CARLA: a trial on env ``carla`` asks Ray for one ``carla`` resource (cluster.yaml's GPU nodes
+advertise their slots), then leases a server slot on its node from ``envs.carla.pool``: a port
+block held by a lock no other trial on that node can take, and a server bound to the GPU Ray gave
+the trial. A server that dies makes the trial fail; Tune retries it from its last checkpoint with
+a fresh lease. The embedded simulator and gymnasium envs need none of this (nor the CARLA wheel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from study import metrics as m
+from study.spec import StudySpec, plan_of, trial_config
+from study.trial import run_trial
+
+
+class InjectedFault(RuntimeError):
+    """Raised by ``fault_injection`` (tests only) to exercise Tune's retry from a checkpoint."""
+
+
+def trial_resources(spec: StudySpec) -> dict[str, float]:
+    """What one trial asks Ray for: CPUs, a GPU fraction, and a CARLA slot when it needs one."""
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    if spec.resources.carla:
+        resources["carla"] = float(spec.resources.carla)
+    return resources
+
+
+def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
+    """The study's Tune function trainable, with its per-trial resources attached."""
+
+    def td3_trial(config: dict[str, Any]) -> None:
+        plan = plan_of(spec, config)
+        cfg = trial_config(spec, plan.overrides, plan.seed)
+        checkpoint = tune.get_checkpoint()
+        resumed = checkpoint is not None
+        fail_at = spec.fault_injection.fail_at_step if spec.fault_injection else None
+
+        def on_report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+            if fail_at is not None and not resumed and metrics[m.ENV_STEPS] >= fail_at:
+                raise InjectedFault(f"fault_injection: first attempt fails at env step {int(metrics[m.ENV_STEPS])}")
+            saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+            tune.report({**metrics, "arm": plan.arm, "seed": plan.seed}, checkpoint=saved)
+
+        with carla_slot(spec) as slot_settings:
+            cfg = cfg.model_copy(update={"env_settings": {**cfg.env_settings, **slot_settings}})
+            with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_from:
+                # Tune runs each trial in its own working directory: TensorBoard events and the
+                # trial's scratch checkpoint go there; Tune copies each reported checkpoint to storage.
+                run_trial(
+                    cfg,
+                    Path.cwd(),
+                    on_report=on_report,
+                    resume_from=Path(resume_from) if resume_from else None,
+                    progress=False,
+                    stop_on_guard=False,
+                )
+
+    return tune.with_resources(td3_trial, trial_resources(spec))
+
+
+@contextmanager
+def carla_slot(spec: StudySpec) -> Iterator[dict[str, Any]]:
+    """The env settings that point a CARLA env at this trial's leased server ({} otherwise)."""
+    if spec.env != "carla":
+        yield {}
+        return
+    from envs.carla.pool import CarlaPool
+    from envs.carla.pool_config import CarlaPoolConfig
+
+    gpu_ids = ray.get_gpu_ids()
+    pool = CarlaPool(CarlaPoolConfig.model_validate(spec.carla_pool))
+    with pool.lease(int(gpu_ids[0]) if gpu_ids else None) as slot:
+        yield {"host": slot.host, "port": slot.port, "tm_port": slot.tm_port}

@@ -1,0 +1,124 @@
+"""The report command and the notebook, on a store in the results-contract layout (fast); the same
+on a real study run is in test_analysis_study.py."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from analysis import load, report
+from tests.test_analysis_load import STUDY, write_mlflow_study, write_tune_study
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = PROJECT_ROOT / "analysis" / "ablation.ipynb"
+REPORT_FILES = {"report.md", "report.html", "actor_q.png", "returns.png", "explosion.png", "trials.csv", "ablation.csv"}
+
+
+def run_notebook(storage: Path, study: str | None = None) -> nbformat.NotebookNode:
+    """Execute ablation.ipynb top to bottom with its parameters cell pointed at ``storage``."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(parameters) == 1, "the notebook has one cell tagged 'parameters'"
+    parameters[0].source = f"STORAGE = {str(storage)!r}\nSTUDY = {study!r}"
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(storage)}})
+    client.execute(env=project_env())  # the kernel is a child process: it imports the project too
+    return notebook
+
+
+def project_env() -> dict[str, str]:
+    """This environment with the project root on PYTHONPATH, for child processes."""
+    paths = [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def images(notebook: nbformat.NotebookNode) -> int:
+    return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("storage")
+    write_mlflow_study(path)
+    return path
+
+
+def test_report_command_writes_its_files_and_prints_the_table(storage: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report.main(["--storage", str(storage)]) == 0
+    out_dir = storage / STUDY / report.REPORT_DIR
+    assert REPORT_FILES <= {p.name for p in out_dir.iterdir()}
+    printed = capsys.readouterr().out
+    assert "return mean [95% CI]" in printed and "tau=1.0" in printed and "2/2" in printed
+    markdown = (out_dir / "report.md").read_text()
+    assert "## Each arm against the baseline" in markdown  # the one-at-a-time section
+    assert "![Actor-path Q](actor_q.png)" in markdown
+    html = (out_dir / "report.html").read_text()
+    assert '<img src="actor_q.png"' in html and "<table" in html
+    for png in ("actor_q.png", "returns.png", "explosion.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trials = pd.read_csv(out_dir / "trials.csv")
+    assert len(trials) == 5 and trials["exploded"].sum() == 3
+
+
+DESIGN_SECTIONS = {
+    "factorial": {"Per factor level", "Main effects"},
+    "one_at_a_time": {"Each arm against the baseline"},
+    "optuna": {"Best configurations (Q bounded)", "Parameter importances (fANOVA)"},
+}
+
+
+@pytest.mark.parametrize("design", sorted(DESIGN_SECTIONS))
+def test_report_sections_follow_the_design(design: str, tmp_path: Path) -> None:
+    write_mlflow_study(tmp_path, design=design)
+    parts = {s.title: s for s in report.sections(load.load_study(tmp_path))}
+    others = set().union(*DESIGN_SECTIONS.values()) - DESIGN_SECTIONS[design]
+    assert DESIGN_SECTIONS[design] <= set(parts) and not others & set(parts)
+    if design == "optuna":  # one factor varied: it carries all the importance
+        assert parts["Parameter importances (fANOVA)"].table.loc["tau", "on return"] == "1"
+
+
+def test_report_reads_a_tune_folder_without_mlflow(tmp_path: Path) -> None:
+    write_tune_study(tmp_path)
+    out = tmp_path / "out"
+    assert report.main(["--storage", str(tmp_path), "--out", str(out)]) == 0
+    assert REPORT_FILES <= {p.name for p in out.iterdir()}
+
+
+def test_report_refuses_an_unknown_study(storage: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--storage", str(storage), "--study", "nope"])
+    assert exit_info.value.code == 2
+    assert "study 'nope'" in capsys.readouterr().err
+
+
+def test_formatting() -> None:
+    assert report.with_interval(1.23456, 1.0, 2.0) == "1.235 [1, 2]"
+    assert report.with_interval(3.0, math.nan, math.nan) == "3"
+    assert report.number(math.nan) == "–"
+    frame = pd.DataFrame({"a|b": ["x|y"]}, index=pd.Index(["r"], name="arm"))
+    assert report.markdown_table(frame) == "| arm | a|b |\n|---|---|\n| r | x\\|y |"
+
+
+def test_module_entry_point(storage: Path) -> None:
+    """``python -m analysis.report`` as a user types it."""
+    out = storage / "cli_out"
+    done = subprocess.run(
+        [sys.executable, "-m", "analysis.report", "--storage", str(storage), "--out", str(out)],
+        env=project_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "report:" in done.stdout and (out / "report.md").exists()
+
+
+def test_notebook_runs_top_to_bottom(storage: Path) -> None:
+    notebook = run_notebook(storage)
+    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert images(notebook) == 3  # actor-path Q, returns, explosion rate

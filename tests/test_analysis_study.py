@@ -1,0 +1,84 @@
+"""End to end: a small real study (``python -m study.run``: Ray Tune, MLflow, TD3 on Pendulum), then
+the analysis on what it stored: MLflow and the Tune folder give the same tables, the report
+command writes its files, the notebook runs top to bottom.
+
+The study is the smallest that still has what the tables need: two arms, two seeds each (so
+intervals over seeds exist), several reports per trial. It takes about a minute and a half on two
+busy cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import load, report
+from study import metrics as m
+from tests.test_analysis_report import REPORT_FILES, images, project_env, run_notebook
+
+pytestmark = pytest.mark.slow
+
+STUDY_FILE = """\
+name: tiny
+env: Pendulum-v1
+agent: {learning_starts: 250, batch_size: 64}
+design: one_at_a_time
+factors: {tau: [1.0]}
+seeds: [0, 1]
+budget: {steps: 1000, eval_every: 500, eval_episodes: 1, report_every: 250, checkpoint_every: 500}
+scheduler: {asha: false, grace_period: 500}
+"""
+REPORT_STEPS = [250, 500, 750, 1000]
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    space = root / "tiny.yaml"
+    space.write_text(STUDY_FILE)
+    command = [sys.executable, "-m", "study.run", "--space", str(space), "--storage", str(root / "results")]
+    done = subprocess.run(command, env=project_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root / "results"
+
+
+def test_mlflow_store_loads_every_trial(storage: Path) -> None:
+    results = load.load_mlflow(load.default_tracking_uri(storage))
+    assert (results.name, results.design, results.factors) == ("tiny", "one_at_a_time", ("tau",))
+    trials = results.trials
+    assert sorted(zip(trials["arm"], trials["seed"], strict=True)) == [
+        ("baseline", 0), ("baseline", 1), ("tau=1.0", 0), ("tau=1.0", 1)
+    ]
+    assert trials.set_index("arm")["tau"].to_dict() == {"baseline": "0.005", "tau=1.0": "1.0"}
+    assert (trials["env_steps"] == 1000).all() and (trials["stop_reason"] == "completed").all()
+    assert trials[["final_return", "best_return", "max_actor_q", "q_low", "q_high"]].notna().all().all()
+    assert (trials["q_low"] < trials["q_high"]).all()
+    for _, curve in results.curves.groupby("trial_id"):
+        assert curve[m.ENV_STEPS].tolist() == REPORT_STEPS
+
+
+def test_tune_folder_gives_the_same_tables(storage: Path) -> None:
+    from_mlflow = load.load_mlflow(load.default_tracking_uri(storage))
+    from_tune = load.load_tune(storage)
+    pd.testing.assert_frame_equal(from_tune.trials, from_mlflow.trials)
+    order = ["trial_id", m.ENV_STEPS]
+    pd.testing.assert_frame_equal(
+        from_tune.curves.sort_values(order).reset_index(drop=True),
+        from_mlflow.curves.sort_values(order).reset_index(drop=True),
+    )
+
+
+def test_report_command_on_the_study(storage: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report.main(["--storage", str(storage)]) == 0
+    assert REPORT_FILES <= {p.name for p in (storage / "tiny" / report.REPORT_DIR).iterdir()}
+    printed = capsys.readouterr().out
+    assert "baseline" in printed and "tau=1.0" in printed
+
+
+def test_notebook_on_the_study(storage: Path) -> None:
+    notebook = run_notebook(storage)
+    assert images(notebook) == 3

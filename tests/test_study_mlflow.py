@@ -1,0 +1,186 @@
+"""The study's MLflow layout: nested runs, one batched write per report, outcomes and summaries.
+
+Against a real MLflow SQLite store; Tune trials are Ray's own ``Trial`` objects (stubs: no actor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+from ray.tune.experiment import Trial
+
+from study import metrics as m
+from study.mlflow_logging import (
+    MlflowStudyCallback,
+    create_study_run,
+    default_tracking_uri,
+    flat_params,
+    open_experiment,
+    report_metrics,
+    summary_metrics,
+    trial_summary,
+)
+from study.spec import TrialPlan, validate_spec
+
+SPEC = validate_spec(
+    {
+        "name": "mlflow_unit",
+        "env": "Pendulum-v1",
+        "design": "one_at_a_time",
+        "factors": {"tau": [0.005, 1.0]},
+        "seeds": [0, 1],
+        "budget": {"steps": 2_000, "eval_every": 1_000, "checkpoint_every": 1_000},
+        "scheduler": {"grace_period": 1_000},
+    }
+)
+
+
+class CountingClient(MlflowClient):
+    """The real client, counting its write calls."""
+
+    calls: dict[str, int] = {}
+
+    def log_batch(self, *args: Any, **kwargs: Any) -> Any:
+        CountingClient.calls["log_batch"] = CountingClient.calls.get("log_batch", 0) + 1
+        return super().log_batch(*args, **kwargs)
+
+    def log_metric(self, *args: Any, **kwargs: Any) -> Any:
+        CountingClient.calls["log_metric"] = CountingClient.calls.get("log_metric", 0) + 1
+        return super().log_metric(*args, **kwargs)
+
+
+def report(step: int, **values: float) -> dict[str, Any]:
+    row = m.complete_report({m.ENV_STEPS: step, **values})
+    return {**row, "arm": "x", "seed": 0, "time_total_s": step / 100.0}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[str, MlflowClient, str]:
+    uri = default_tracking_uri(tmp_path)
+    client = MlflowClient(uri)
+    experiment_id = open_experiment(client, SPEC.name, tmp_path / "mlartifacts")
+    return uri, client, create_study_run(client, experiment_id, SPEC, smoke=False)
+
+
+def make_callback(uri: str, study_run_id: str) -> MlflowStudyCallback:
+    callback = MlflowStudyCallback(SPEC, uri, study_run_id)
+    callback._client = CountingClient(uri)
+    callback._experiment_id = callback._client.get_run(study_run_id).info.experiment_id
+    callback.setup()
+    return callback
+
+
+def runs_by_role(client: MlflowClient, study_run_id: str, role: str) -> list[Any]:
+    experiment_id = client.get_run(study_run_id).info.experiment_id
+    return client.search_runs([experiment_id], f"tags.`study.role` = '{role}'")
+
+
+def test_report_metrics_take_every_design_metric_at_env_steps_and_nothing_else() -> None:
+    metrics = report_metrics(report(1_500, **{m.EVAL_RETURN: -150.0}), timestamp_ms=1)
+    assert {metric.key for metric in metrics} == set(m.REPORT_KEYS)
+    assert {metric.step for metric in metrics} == {1_500}
+    assert next(x.value for x in metrics if x.key == m.EVAL_RETURN) == -150.0
+
+
+def test_flat_params_spell_nested_values_with_dots() -> None:
+    assert flat_params("agent", {"tau": 0.01, "reward_clip": None, "hidden_sizes": [64, 64], "sub": {"a": 1}}) == {
+        "agent.tau": "0.01", "agent.reward_clip": "null", "agent.hidden_sizes": "[64, 64]", "agent.sub.a": "1",
+    }
+
+
+def test_trial_summary_reads_the_history_and_ignores_nan_and_infinite_values() -> None:
+    history = {
+        m.EVAL_RETURN: [math.nan, -900.0, -300.0, -400.0],
+        m.ACTOR_Q_MAX: [1.0, 7.0, math.inf, 3.0],
+        m.ACTOR_Q_MIN: [-5.0, -2_000.0, -math.inf],
+        "guard/q_low": [-1_600.0], "guard/q_high": [0.0],
+    }
+    plan = TrialPlan("tau=1.0", {"tau": 1.0}, 1)
+    summary = trial_summary(history, stop_reason="q_explosion", stop_step=1_500, env_steps=1_500,
+                            wall_time_s=12.3456, plan=plan, config={"env": "Pendulum-v1"})
+    assert summary[m.EVAL_RETURN] == -400.0 and summary["best_eval_return"] == -300.0
+    assert (summary["max_actor_q"], summary["min_actor_q"]) == (7.0, -2_000.0)
+    assert summary["q_interval"] == [-1_600.0, 0.0] and summary["eval/return_std"] is None
+    assert (summary["arm"], summary["seed"], summary["wall_time_s"]) == ("tau=1.0", 1, 12.346)
+    metrics = summary_metrics(summary)
+    assert metrics["summary/final_return"] == -400.0 and metrics["summary/stop_step"] == 1_500
+    assert set(metrics) == {f"summary/{k}" for k in ("final_return", "best_return", "max_actor_q", "min_actor_q",
+                                                      "q_low", "q_high", "env_steps", "stop_step")}
+
+
+def test_trials_nest_under_their_arm_under_the_study_with_params_and_tags(store: tuple[str, MlflowClient, str]) -> None:
+    uri, client, study_run_id = store
+    callback = make_callback(uri, study_run_id)
+    trials = [Trial("td3_trial", config={"arm": "tau=1.0", "seed": s}, trial_id=f"t{s}", stub=True) for s in (0, 1)]
+    trials.append(Trial("td3_trial", config={"arm": "baseline", "seed": 0}, trial_id="b0", stub=True))
+    for trial in trials:
+        callback.on_trial_start(iteration=0, trials=trials, trial=trial)
+
+    arms = {run.data.tags["arm"]: run for run in runs_by_role(client, study_run_id, "arm")}
+    assert set(arms) == {"tau=1.0", "baseline"}
+    assert {run.data.tags["mlflow.parentRunId"] for run in arms.values()} == {study_run_id}
+    assert arms["tau=1.0"].data.params == {"tau": "1.0"} and arms["baseline"].data.params == {"tau": "0.005"}
+    children = runs_by_role(client, study_run_id, "trial")
+    runaway = [run for run in children if run.data.tags["arm"] == "tau=1.0"]
+    assert sorted(run.data.tags["seed"] for run in runaway) == ["0", "1"]
+    assert {run.data.tags["mlflow.parentRunId"] for run in runaway} == {arms["tau=1.0"].info.run_id}
+    params = runaway[0].data.params
+    assert params["tau"] == "1.0" and params["agent.tau"] == "1.0" and params["agent.batch_size"] == "256"
+    assert "seed" in params and "agent.critic_l2" in params
+
+
+def test_each_report_is_one_batched_write_and_the_outcome_ends_the_run(store: tuple[str, MlflowClient, str]) -> None:
+    uri, client, study_run_id = store
+    callback = make_callback(uri, study_run_id)
+    trial = Trial("td3_trial", config={"arm": "tau=1.0", "seed": 0}, trial_id="t0", stub=True)
+    callback.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    CountingClient.calls.clear()
+    callback.on_trial_result(iteration=1, trials=[trial], trial=trial,
+                             result=report(500, **{m.ACTOR_Q_MAX: 5.0, "stop_reason": "", "stop_step": math.nan}))
+    assert CountingClient.calls == {"log_batch": 1}  # ~50 metrics, one write
+
+    final = report(1_000, **{m.EVAL_RETURN: -1_200.0, m.ACTOR_Q_MAX: 9e5, m.ACTOR_Q_MIN: -3.0,
+                             "guard/q_low": -1_600.0, "guard/q_high": 0.0})
+    callback.on_trial_result(iteration=2, trials=[trial], trial=trial,
+                             result={**final, "stop_reason": "q_explosion", "stop_step": 1_000})
+    (run,) = runs_by_role(client, study_run_id, "trial")
+    assert run.info.status == "FINISHED"
+    assert (run.data.tags["stop_reason"], run.data.tags["stop_step"]) == ("q_explosion", "1000")
+    assert run.data.metrics["summary/max_actor_q"] == 9e5 and run.data.metrics["summary/env_steps"] == 1_000
+    assert [x.step for x in client.get_metric_history(run.info.run_id, m.ACTOR_Q_MAX)] == [500, 1_000]
+    artifacts = Path(client.download_artifacts(run.info.run_id, "summary.json"))
+    summary = json.loads(artifacts.read_text())
+    assert summary["stop_reason"] == "q_explosion" and summary["config"]["agent"]["tau"] == 1.0
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"config.json", "summary.json"}
+
+
+def test_an_errored_trial_is_filed_as_error_and_failed(store: tuple[str, MlflowClient, str]) -> None:
+    uri, client, study_run_id = store
+    callback = make_callback(uri, study_run_id)
+    trial = Trial("td3_trial", config={"arm": "baseline", "seed": 1}, trial_id="e1", stub=True)
+    callback.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    callback.on_trial_error(iteration=1, trials=[trial], trial=trial)
+    (run,) = runs_by_role(client, study_run_id, "trial")
+    assert run.data.tags["stop_reason"] == "error" and run.info.status == "FAILED"
+
+
+def test_a_restored_callback_keeps_logging_into_the_runs_it_made(store: tuple[str, MlflowClient, str]) -> None:
+    uri, client, study_run_id = store
+    callback = make_callback(uri, study_run_id)
+    trial = Trial("td3_trial", config={"arm": "baseline", "seed": 0}, trial_id="r0", stub=True)
+    callback.on_trial_result(iteration=1, trials=[trial], trial=trial, result=report(500))
+    # Tune pickles callbacks with the experiment; a resumed driver unpickles a fresh copy.
+    restored = pickle.loads(pickle.dumps(callback))
+    assert restored._client is None and restored._trial_runs == {}
+    restored.on_trial_result(iteration=2, trials=[trial], trial=trial, result=report(1_000))
+    restored.on_experiment_end(trials=[trial])
+    (run,) = runs_by_role(client, study_run_id, "trial")
+    assert [x.step for x in client.get_metric_history(run.info.run_id, m.ENV_STEPS)] == [500, 1_000]
+    assert len(runs_by_role(client, study_run_id, "arm")) == 1
+    assert client.get_run(study_run_id).info.status == "FINISHED"

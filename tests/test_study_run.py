@@ -1,0 +1,183 @@
+"""``python -m study.run`` end to end: real Ray, real MLflow (SQLite), small budgets.
+
+The slow tests run the CLI as a subprocess, as a user would, then read what it left: Tune's
+folders (``result.json`` per trial) and the MLflow store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.run import main
+from study.spec import expand, load_spec
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A small Pendulum study for the failure paths: tiny networks, two trials, checkpoints often.
+PLUMBING: dict[str, Any] = {
+    "name": "plumbing",
+    "env": "Pendulum-v1",
+    "agent": {"learning_starts": 250, "hidden_sizes": [32, 32], "batch_size": 32},
+    "design": "one_at_a_time",
+    "factors": {"tau": [0.005, 0.01]},
+    "seeds": [0],
+    "budget": {"steps": 3_000, "eval_every": 500, "eval_episodes": 1, "report_every": 250, "checkpoint_every": 500},
+    "scheduler": {"asha": False, "grace_period": 500},
+}
+
+
+def write_spec(tmp_path: Path, **changes: Any) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**PLUMBING, **changes}))
+    return path
+
+
+def study_cli(*args: str, **popen: Any) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "study.run", *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
+    )
+
+
+def run_cli(*args: str, timeout: float) -> tuple[int, str]:
+    process = study_cli(*args)
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out
+
+
+def result_rows(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Trial id -> its result.json rows (one JSON object per report)."""
+    rows = {}
+    for path in experiment_dir.glob("*/result.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows[lines[0]["trial_id"]] = lines
+    return rows
+
+
+def trial_runs(storage: Path, study: str) -> list[Any]:
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study)
+    return client.search_runs([experiment.experiment_id], "tags.`study.role` = 'trial'")
+
+
+def test_a_bad_study_file_is_refused_with_every_problem_named_and_ray_never_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = write_spec(tmp_path, agent={"tau": 2.0}, seeds=[], budget={"steps": 0}, typo=1)
+    code = main(["--space", str(bad), "--storage", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2
+    for key in ("agent.tau", "seeds", "budget.steps", "budget.eval_every", "typo"):
+        assert key in err, f"{key} not named in:\n{err}"
+    assert not ray.is_initialized()
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_finished_study_is_not_silently_mixed_with_a_new_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path)
+    (tmp_path / "results" / "plumbing").mkdir(parents=True)
+    assert main(["--space", str(spec), "--storage", str(tmp_path / "results")]) == 2
+    assert "add --resume" in capsys.readouterr().err
+    assert main(["--space", str(spec), "--storage", str(tmp_path / "results"), "--resume"]) == 2
+    assert "no study to continue" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
+    storage = tmp_path / "results"
+    code, out = run_cli("--smoke", "--storage", str(storage), timeout=900)
+    assert code == 0, out
+    spec = load_spec("default", smoke=True)
+    runs = trial_runs(storage, "default")
+    assert len(runs) == len(expand(spec))
+    outcomes = {}
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        assert {"arm", "seed", "trial_id", "stop_reason", "stop_step"} <= set(tags), tags
+        assert {"eval/return_mean", "debug/actor_q_max", "guard/actor_q_excess", "summary/max_actor_q"} <= set(metrics)
+        assert run.info.status == "FINISHED"
+        outcomes.setdefault(tags["arm"], set()).add(tags["stop_reason"])
+    assert outcomes.pop("no_target_ddpg") == {"q_explosion"}
+    for arm, reasons in outcomes.items():
+        assert reasons <= {"completed", "asha"}, f"healthy arm {arm} stopped as {reasons}"
+    # Tune's own files carry the outcome in each trial's last row, and arm and seed in every row.
+    for rows in result_rows(storage / "default").values():
+        assert all("arm" in row and "seed" in row for row in rows)
+        assert rows[-1]["stop_reason"] in ("completed", "asha", "q_explosion")
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+
+
+@pytest.mark.slow
+def test_a_killed_driver_is_continued_by_resume_without_restarting_trials(tmp_path: Path) -> None:
+    spec, storage = write_spec(tmp_path), tmp_path / "results"
+    driver = study_cli("--space", str(spec), "--storage", str(storage), start_new_session=True)
+    experiment = storage / "plumbing"
+    deadline = time.monotonic() + 300
+    # Kill once every trial has persisted a checkpoint and reported past it.
+    while time.monotonic() < deadline:
+        rows = result_rows(experiment) if experiment.exists() else {}
+        checkpoints = list(experiment.glob("*/checkpoint_*"))
+        if len(rows) == 2 and len({c.parent for c in checkpoints}) == 2 and all(r[-1]["env_steps"] >= 1_000 for r in rows.values()):
+            break
+        time.sleep(1)
+    else:
+        driver.kill()
+        pytest.fail("the study never reached its first checkpoints")
+    time.sleep(3)  # let Tune write its experiment state past those checkpoints
+    kill_session(driver)
+    assert driver.wait(timeout=30) == -signal.SIGKILL
+    before = {trial: rows[-1]["env_steps"] for trial, rows in result_rows(experiment).items()}
+    assert all(steps < 3_000 for steps in before.values()), "the study finished before it was killed"
+
+    code, out = run_cli("--space", str(spec), "--storage", str(storage), "--resume", timeout=600)
+    assert code == 0, out
+    for trial, rows in result_rows(experiment).items():
+        assert rows[-1]["env_steps"] == 3_000 and rows[-1]["stop_reason"] == "completed"
+        restarts = [row["env_steps"] for row in rows if row["iterations_since_restore"] == 1]
+        # The first start reports at 250; the resumed one continues from a checkpoint (>= 500).
+        assert restarts[0] == 250 and len(restarts) == 2 and restarts[1] > 500, restarts
+    runs = trial_runs(storage, "plumbing")
+    assert len(runs) == 2 and {run.info.status for run in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, factors={"tau": [0.005]}, fault_injection={"fail_at_step": 1_250},
+                      budget={**PLUMBING["budget"], "steps": 2_000})
+    storage = tmp_path / "results"
+    code, out = run_cli("--space", str(spec), "--storage", str(storage), timeout=600)
+    assert code == 0, out
+    (rows,) = result_rows(storage / "plumbing").values()
+    starts = [row["env_steps"] for row in rows if row["iterations_since_restore"] == 1]
+    # First attempt: 250 ... 1000 (checkpoint at 1000), raises at 1250 before reporting it.
+    # The retry restores the checkpoint at 1000 and reports 1250 first.
+    assert starts == [250, 1_250], starts
+    assert rows[-1]["env_steps"] == 2_000 and rows[-1]["stop_reason"] == "completed"
+    (run,) = trial_runs(storage, "plumbing")
+    assert run.data.tags["retries"] == "1" and run.data.tags["stop_reason"] == "completed"
+
+
+def kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started, as a crash of the whole job would."""
+    family = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+    os.killpg(process.pid, signal.SIGKILL)
+    for pid in family:  # Ray may start helpers in sessions of their own
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue

@@ -1,0 +1,126 @@
+"""The study scheduler: the actor-path Q guard overrules ASHA, and every stop keeps its reason."""
+
+from __future__ import annotations
+
+import math
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from study.guard import GuardConfig
+from study.scheduler import GuardedASHA, StopReasonCallback, StopRecord, final_outcome
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+GUARD = GuardConfig(tolerance=0.1, patience=2)
+
+
+def make_scheduler(**kwargs: object) -> GuardedASHA:
+    options = {"max_t": 10_000, "asha": True, "grace_period": 2_000, "reduction_factor": 2.0, **kwargs}
+    scheduler = GuardedASHA(GUARD, **options)  # type: ignore[arg-type]
+    scheduler.set_search_properties("eval/return_mean", "max")
+    return scheduler
+
+
+def add_trial(scheduler: GuardedASHA, trial_id: str) -> Trial:
+    trial = Trial("td3_trial", config={}, trial_id=trial_id, stub=True)
+    scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
+    return trial
+
+
+def report(scheduler: GuardedASHA, trial: Trial, step: int, ret: float, excess: float = 0.0) -> str:
+    result = {"env_steps": step, "eval/return_mean": ret, "guard/actor_q_excess": excess}
+    return scheduler.on_trial_result(None, trial, result)  # type: ignore[arg-type]
+
+
+def test_guard_stops_a_runaway_trial_after_patience_reports_even_when_its_return_is_best() -> None:
+    scheduler = make_scheduler()
+    trial = add_trial(scheduler, "runaway")
+    assert report(scheduler, trial, 500, 1e6, excess=2_487.0) == CONTINUE  # one strike
+    assert report(scheduler, trial, 1_000, 1e6, excess=2_487.0) == STOP  # patience 2
+    assert scheduler.stop_record("runaway") == StopRecord("q_explosion", 1_000)
+
+
+def test_non_finite_actor_q_stops_as_non_finite() -> None:
+    scheduler = make_scheduler()
+    trial = add_trial(scheduler, "nan")
+    report(scheduler, trial, 500, math.nan, excess=math.inf)
+    assert report(scheduler, trial, 1_000, math.nan, excess=math.inf) == STOP
+    assert scheduler.stop_record("nan") == StopRecord("non_finite", 1_000)
+
+
+def test_excess_within_tolerance_or_not_yet_measured_never_stops() -> None:
+    scheduler = make_scheduler(asha=False)
+    trial = add_trial(scheduler, "healthy")
+    for step, excess in [(500, math.nan), (1_000, 0.003), (1_500, 0.09), (2_000, math.nan), (2_500, 0.0)]:
+        assert report(scheduler, trial, step, -200.0, excess=excess) == CONTINUE
+    assert scheduler.stop_record("healthy") is None
+
+
+def test_one_offending_report_between_healthy_ones_is_forgiven() -> None:
+    scheduler = make_scheduler(asha=False)
+    trial = add_trial(scheduler, "blip")
+    for step, excess in [(500, 0.5), (1_000, 0.0), (1_500, 0.5), (2_000, 0.0)]:
+        assert report(scheduler, trial, step, -200.0, excess=excess) == CONTINUE
+
+
+def test_disabled_guard_reports_but_never_stops() -> None:
+    scheduler = GuardedASHA(GuardConfig(enabled=False), max_t=10_000, asha=False)
+    trial = add_trial(scheduler, "unguarded")
+    for step in range(500, 5_000, 500):
+        assert report(scheduler, trial, step, 0.0, excess=1e6) == CONTINUE
+
+
+def test_asha_prunes_a_worse_trial_at_its_rung_and_files_it_as_asha() -> None:
+    scheduler = make_scheduler()
+    good, bad = add_trial(scheduler, "good"), add_trial(scheduler, "bad")
+    assert report(scheduler, good, 2_000, -100.0) == CONTINUE  # first at the rung: nothing to compare
+    assert report(scheduler, bad, 2_000, -900.0) == STOP
+    assert scheduler.stop_record("bad") == StopRecord("asha", 2_000)
+    assert scheduler.stop_record("good") is None
+
+
+def test_asha_stop_at_the_full_budget_is_completion() -> None:
+    scheduler = make_scheduler()
+    trial = add_trial(scheduler, "full")
+    assert report(scheduler, trial, 10_000, -150.0) == STOP
+    assert scheduler.stop_record("full") == StopRecord("completed", 10_000)
+
+
+def test_asha_lets_nan_return_pass_but_the_guard_still_catches_the_trial() -> None:
+    # ASHA compares NaN with its cutoff, which is False: without the guard this trial runs on.
+    scheduler = make_scheduler()
+    leader, broken = add_trial(scheduler, "leader"), add_trial(scheduler, "broken")
+    report(scheduler, leader, 2_000, -100.0)
+    assert report(scheduler, broken, 2_000, math.nan, excess=math.inf) == CONTINUE  # ASHA passes it
+    assert report(scheduler, broken, 2_500, math.nan, excess=math.inf) == STOP
+    assert scheduler.stop_record("broken") == StopRecord("non_finite", 2_500)
+
+
+def test_a_diverged_trial_does_not_raise_the_rung_cutoff_for_others() -> None:
+    scheduler = make_scheduler()
+    diverged, later = add_trial(scheduler, "diverged"), add_trial(scheduler, "later")
+    report(scheduler, diverged, 1_500, 5_000.0, excess=3.0)
+    report(scheduler, diverged, 2_000, 5_000.0, excess=3.0)  # guard stop, before ASHA sees the rung
+    scheduler.on_trial_complete(None, diverged, {"env_steps": 2_000, "eval/return_mean": 5_000.0})  # type: ignore[arg-type]
+    # Had the diverged trial's return been recorded, -100 would fall below the rung's cutoff.
+    assert report(scheduler, later, 2_000, -100.0) == CONTINUE
+
+
+def test_final_outcome_prefers_the_scheduler_and_else_needs_the_full_budget() -> None:
+    assert final_outcome(StopRecord("asha", 2_000), 2_000, 10_000) == StopRecord("asha", 2_000)
+    assert final_outcome(None, 10_000, 10_000) == StopRecord("completed", 10_000)
+    assert final_outcome(None, 9_500, 10_000) is None
+
+
+def test_stop_reason_callback_writes_the_outcome_into_the_last_row_only() -> None:
+    scheduler = make_scheduler()
+    callback = StopReasonCallback(scheduler)
+    trial = add_trial(scheduler, "runaway")
+    rows = []
+    for step in (500, 1_000):
+        row = {"env_steps": step, "eval/return_mean": 0.0, "guard/actor_q_excess": 50.0}
+        scheduler.on_trial_result(None, trial, dict(row))  # type: ignore[arg-type]
+        callback.on_trial_result(iteration=0, trials=[trial], trial=trial, result=row)
+        rows.append(row)
+    assert rows[0]["stop_reason"] == "" and math.isnan(rows[0]["stop_step"])
+    assert (rows[1]["stop_reason"], rows[1]["stop_step"]) == ("q_explosion", 1_000)

@@ -1,0 +1,202 @@
+"""Study files: validation before anything runs, and expansion into arms and trials."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from study.spec import (
+    SEARCH_SPACES,
+    TRIAL_INDEX,
+    SpecError,
+    TrialPlan,
+    apply_smoke,
+    arm_name,
+    arms,
+    expand,
+    factor_values,
+    load_spec,
+    plan_of,
+    trial_config,
+    validate_spec,
+)
+
+BASE: dict[str, Any] = {
+    "name": "unit",
+    "env": "Pendulum-v1",
+    "agent": {"learning_starts": 500},
+    "design": "one_at_a_time",
+    "factors": {"critic_l2": [0.0, 0.01], "tau": [0.005, 0.02, 1.0]},
+    "arms": [
+        {"set": {"critic_weight_decay": 0.01, "weight_decay_mode": "decoupled"}},
+        {"name": "no_target_ddpg", "set": {"tau": 1.0, "clipped_double_q": False, "policy_delay": 1}},
+    ],
+    "seeds": [0, 1],
+    "budget": {"steps": 4_000, "eval_every": 1_000, "report_every": 500, "checkpoint_every": 1_000},
+    "scheduler": {"grace_period": 2_000},
+    "smoke": {"seeds": [0], "budget": {"steps": 2_000}, "scheduler": {"grace_period": 1_000}},
+}
+
+
+def spec_with(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SEARCH_SPACES.glob("*.yaml")))
+@pytest.mark.parametrize("smoke", [False, True])
+def test_every_shipped_study_file_validates(name: str, smoke: bool) -> None:
+    spec = load_spec(name, smoke=smoke)
+    assert spec.name == name
+    assert expand(spec) or spec.design == "optuna"
+
+
+def test_shipped_spaces_include_the_ones_the_issue_asks_for() -> None:
+    assert {"default", "carla_ablation", "td3_paper_ablation", "optuna"} <= {p.stem for p in SEARCH_SPACES.glob("*.yaml")}
+
+
+def test_default_study_has_a_runaway_control_arm_and_several_seeds() -> None:
+    spec = load_spec("default")
+    assert spec.env == "drive" and spec.env_settings.get("observation") == "vector"
+    assert dict(arms(spec))["no_target_ddpg"]["tau"] == 1.0  # no target network
+    assert set(spec.factors) >= {"critic_l2", "critic_weight_decay", "tau", "reward_clip"}
+    assert len(spec.seeds) >= 3
+    smoke = load_spec("default", smoke=True)
+    assert dict(arms(smoke))["no_target_ddpg"] == dict(arms(spec))["no_target_ddpg"]
+    assert len(arms(smoke)) >= 3 and smoke.budget.steps < spec.budget.steps
+
+
+def test_one_at_a_time_is_the_baseline_plus_each_other_level_alone_plus_extra_arms() -> None:
+    spec = validate_spec(BASE)
+    assert arms(spec) == [
+        ("baseline", {}),
+        ("critic_l2=0.01", {"critic_l2": 0.01}),
+        ("tau=0.02", {"tau": 0.02}),
+        ("tau=1.0", {"tau": 1.0}),
+        ("critic_weight_decay=0.01,weight_decay_mode=decoupled", {"critic_weight_decay": 0.01, "weight_decay_mode": "decoupled"}),
+        ("no_target_ddpg", {"tau": 1.0, "clipped_double_q": False, "policy_delay": 1}),
+    ]
+    assert [(p.arm, p.seed) for p in expand(spec)][:3] == [("baseline", 0), ("baseline", 1), ("critic_l2=0.01", 0)]
+    assert len(expand(spec)) == 6 * 2
+
+
+def test_factorial_is_every_combination_named_by_what_differs_from_the_base() -> None:
+    spec = validate_spec(spec_with(design="factorial", arms=[]))
+    names = [name for name, _ in arms(spec)]
+    assert names == [
+        "baseline", "tau=0.02", "tau=1.0",
+        "critic_l2=0.01", "critic_l2=0.01,tau=0.02", "critic_l2=0.01,tau=1.0",
+    ]
+
+
+def test_arm_params_hold_every_varied_field_with_base_values_where_the_arm_keeps_them() -> None:
+    spec = validate_spec(BASE)
+    assert factor_values(spec, {"tau": 1.0}) == {
+        "critic_l2": 0.0, "tau": 1.0, "critic_weight_decay": 0.0, "weight_decay_mode": "coupled",
+        "clipped_double_q": True, "policy_delay": 2,
+    }
+
+
+def test_trial_config_applies_the_arm_seed_budget_and_one_thread_per_cpu() -> None:
+    cfg = trial_config(validate_spec(BASE), {"tau": 0.02}, seed=1)
+    assert (cfg.agent.tau, cfg.agent.learning_starts, cfg.seed, cfg.steps) == (0.02, 500, 1, 4_000)
+    assert cfg.torch_threads == 1 and cfg.env == "Pendulum-v1"
+
+
+def test_plan_of_reads_grid_configs_and_optuna_repeats() -> None:
+    spec = validate_spec(BASE)
+    assert plan_of(spec, {"arm": "no_target_ddpg", "seed": 1}) == TrialPlan(
+        "no_target_ddpg", {"tau": 1.0, "clipped_double_q": False, "policy_delay": 1}, 1
+    )
+    plan = plan_of(spec, {"set": {"tau": 0.0123456}, TRIAL_INDEX: 1})
+    assert (plan.arm, plan.seed) == ("tau=0.01235", 1)
+
+
+def test_arm_names_spell_values_as_yaml() -> None:
+    assert arm_name({}) == "baseline"
+    assert arm_name({"reward_clip": None, "clipped_double_q": False}) == "reward_clip=null,clipped_double_q=false"
+    assert arm_name({"hidden_sizes": (64, 64), "lr_actor": 3e-4}) == "hidden_sizes=[64,64],lr_actor=0.0003"
+
+
+def test_smoke_merges_mappings_and_replaces_lists() -> None:
+    merged = apply_smoke(BASE)
+    assert merged["seeds"] == [0]
+    assert merged["budget"] == {**BASE["budget"], "steps": 2_000}
+    assert "smoke" not in merged
+    assert validate_spec(BASE, smoke=True).budget.steps == 2_000
+
+
+def test_a_bad_file_names_every_bad_key_in_one_error() -> None:
+    data = spec_with(
+        name="has space",
+        agent={"tau": 1.5, "gama": 0.9},
+        design="grid",
+        factors={"critic_l2": [-1.0], "tua": [0.1]},
+        seeds=[0, 0],
+        scheduler={"grace_period": 2_000, "reduction_factor": 1},
+        resources={"cpu": 0},
+        typo_key=1,
+    )
+    with pytest.raises(SpecError) as caught:
+        validate_spec(data)
+    message = str(caught.value)
+    for key in ("name:", "agent.tau:", "agent.gama:", "design:", "critic_l2=-1.0", "'tua'", "seeds:",
+                "scheduler.reduction_factor:", "resources.cpu:", "typo_key:"):
+        assert key in message, f"{key} not named in:\n{message}"
+    assert "allowed: gamma, tau" in message  # an unknown key says what is allowed
+    assert "'factorial', 'one_at_a_time' or 'optuna'" in message
+    assert "9 problem(s)" in message  # both bad factors share the factors line
+
+
+def test_bad_env_settings_are_refused_before_anything_runs() -> None:
+    with pytest.raises(SpecError, match="env_settings"):
+        validate_spec(spec_with(env_settings={"no_such_setting": 1}))
+    with pytest.raises(SpecError, match="unknown env"):
+        validate_spec(spec_with(env="NoSuchEnv-v9"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"arms": [{"set": {"tau": 1.0}}]}, "arms repeat: ['tau=1.0']"),
+        ({"arms": [{"name": "baseline", "set": {"tau": 0.5}}]}, "'baseline' is the base config's arm"),
+        ({"arms": [{"name": "empty", "set": {}}]}, "arms[0].set: Dictionary should have at least 1 item"),
+        ({"scheduler": {"grace_period": 500}}, "grace_period (500) must lie in [budget.eval_every"),
+        ({"budget": {**BASE["budget"], "eval_every": 700}}, "multiples of report_every"),
+        ({"design": "optuna"}, "design 'optuna' needs 'distributions' and 'num_samples'"),
+        ({"factors": {}, "arms": []}, "needs 'factors'"),
+        ({"resources": {"carla": 1}}, "resources.carla must be 1 exactly when env is 'carla'"),
+        ({"factors": {"tau": [0.01, 0.01]}}, "levels repeat"),
+        ({"smoke": {"budgett": {}}}, "unknown keys ['budgett']"),
+        ({"agent": {"batch_size": 512, "buffer_size": 256}}, "batch_size (512) must be <= buffer_size (256)"),
+    ],
+)
+def test_inconsistent_studies_are_refused_with_the_rule_they_break(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        validate_spec(spec_with(**changes))
+    assert fragment in str(caught.value)
+
+
+def test_optuna_distributions_are_checked_at_their_edges() -> None:
+    optuna = spec_with(
+        design="optuna", factors={}, arms=[], num_samples=4,
+        distributions={"tau": {"type": "loguniform", "low": 0.001, "high": 2.0}, "reward_clip": {"type": "choice", "values": [None, 5.0]}},
+    )
+    with pytest.raises(SpecError, match=r"tau=2.0: Input should be less than or equal to 1"):
+        validate_spec(optuna)
+    optuna["distributions"]["tau"]["high"] = 0.05
+    assert validate_spec(optuna).num_samples == 4
+
+
+def test_a_missing_file_lists_the_shipped_spaces(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="shipped spaces: .*default"):
+        load_spec("no_such_space")
+    bad = tmp_path / "list.yaml"
+    bad.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(SpecError, match="a study file is a mapping"):
+        load_spec(str(bad))
