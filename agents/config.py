@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 
 
 class TD3Config(BaseModel):
@@ -68,15 +68,20 @@ class TD3Config(BaseModel):
         default=10_000.0, gt=0.0, description="a network's gradient norm above this counts as a critical alert"
     )
 
-    @model_validator(mode="after")
-    def _consistent(self) -> TD3Config:
-        if self.batch_size > self.buffer_size:
-            raise ValueError(
-                f"batch_size ({self.batch_size}) must be <= buffer_size ({self.buffer_size})"
-            )
-        if self.grad_norm_critical <= self.grad_norm_warning:
-            raise ValueError(
-                f"grad_norm_critical ({self.grad_norm_critical}) must be > "
-                f"grad_norm_warning ({self.grad_norm_warning})"
-            )
-        return self
+    # Field validators (not a model validator) so that the error's location is the field a user
+    # would change; the field each is compared with is declared, and so validated, before it.
+    @field_validator("buffer_size")
+    @classmethod
+    def _holds_a_batch(cls, buffer_size: int, info: ValidationInfo) -> int:
+        batch_size = info.data.get("batch_size")
+        if batch_size is not None and buffer_size < batch_size:
+            raise ValueError(f"batch_size ({batch_size}) must be <= buffer_size ({buffer_size})")
+        return buffer_size
+
+    @field_validator("grad_norm_critical")
+    @classmethod
+    def _above_warning(cls, critical: float, info: ValidationInfo) -> float:
+        warning = info.data.get("grad_norm_warning")
+        if warning is not None and critical <= warning:
+            raise ValueError(f"grad_norm_critical ({critical}) must be > grad_norm_warning ({warning})")
+        return critical

@@ -141,13 +141,14 @@ def backward_and_clip(
     """Gradients of ``loss`` for the groups' parameters only; clipped; (cnn, mlp) norms before clipping.
 
     Only these parameters: in the actor step the loss flows through the critic, and autograd then
-    computes dQ/da without the critic's weight gradients (a third of that backward pass).
+    computes dQ/da through it without the critic's weight gradients (one matrix product in three).
     """
     cnn, mlp = groups
     params = cnn + mlp
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=params)
-    per_tensor = torch.stack(torch._foreach_norm([p.grad for p in params]))  # type: ignore[misc]  # all set
+    grads = [p.grad for p in params if p.grad is not None]  # all of them: every parameter feeds the loss
+    per_tensor = torch.stack(torch._foreach_norm(grads))
     norms = torch.stack([per_tensor[: len(cnn)].norm(), per_tensor[len(cnn) :].norm()])  # empty -> 0
     if max_norm is not None:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norms.norm())

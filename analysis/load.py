@@ -185,7 +185,7 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
     name = _pick(study, names, f"Tune folder {storage}")
     folder = storage / name
     spec = json.loads((folder / STUDY_FILE).read_text())["spec"]
-    factors = tuple(sorted({*spec["factors"], *spec["distributions"], *(key for arm in spec["arms"] for key in arm)}))
+    factors = tuple(sorted({*spec["factors"], *spec["distributions"], *(key for arm in spec["arms"] for key in arm["set"])}))
     records, curves = [], []
     for result_file in sorted(folder.glob(f"*/{TUNE_RESULT_FILE}")):
         rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]

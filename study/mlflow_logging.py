@@ -181,7 +181,7 @@ class MlflowStudyCallback(tune.Callback):
             self._experiment_id = self._client.get_run(self._study_run_id).info.experiment_id
         return self._client
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any) -> None:
         # A resumed study continues its run, whatever status the interrupted driver left.
         self.client.update_run(self._study_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 

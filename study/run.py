@@ -167,8 +167,14 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
 def search(spec: StudySpec) -> tuple[dict[str, Any], Any, int]:
     """Tune's param space, search algorithm and sample count for the study's design."""
     if spec.design != "optuna":
-        names = [name for name, _ in arms(spec)]
-        return {"arm": tune.grid_search(names), "seed": tune.grid_search(spec.seeds)}, None, 1
+        overrides = dict(arms(spec))
+        space = {
+            "arm": tune.grid_search(list(overrides)),
+            "seed": tune.grid_search(spec.seeds),
+            # The arm's settings, resolved from its name, so params.json says what the trial changed.
+            "set": tune.sample_from(lambda variant: overrides[variant["config"]["arm"]]),
+        }
+        return space, None, 1
 
     from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
@@ -268,7 +274,7 @@ def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
             end_section=False,
         )
         previous = o.arm
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)  # a pipe reports 80 columns
 
 
 if __name__ == "__main__":

@@ -173,9 +173,9 @@ class StudySpec(BaseModel):
     num_samples: int | None = Field(None, gt=0, description="optuna only: configurations to try")
     seeds: list[int] = Field(min_length=1)
     budget: Budget
-    guard: GuardConfig = Field(default_factory=GuardConfig)
+    guard: GuardConfig = GuardConfig()
     scheduler: SchedulerConfig
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Resources()
     carla_pool: dict[str, Any] | None = Field(None, description="envs.carla.pool.CarlaPoolConfig, env 'carla' only")
     max_failures: int = Field(2, ge=0, description="retries of a crashed trial, from its last checkpoint")
     max_concurrent_trials: int | None = Field(None, gt=0)

@@ -9,12 +9,14 @@ from ``tune.get_checkpoint()``, and the guard's stop is left to the study's sche
 CARLA: a trial on env ``carla`` asks Ray for one ``carla`` resource (cluster.yaml's GPU nodes
 advertise their slots), then leases a server slot on its node from ``envs.carla.pool``: a port
 block held by a lock no other trial on that node can take, and a server bound to the GPU Ray gave
-the trial. A server that dies makes the trial fail; Tune retries it from its last checkpoint with
-a fresh lease. The embedded simulator and gymnasium envs need none of this (nor the CARLA wheel).
+the trial. Between episodes the slot counts the episode (recycling a leaking server when due) and
+restarts a server that died or hangs; a server that dies mid-episode makes the trial fail, and Tune
+retries it from its last checkpoint with a fresh lease. The embedded simulator and gymnasium envs need none of this (nor the CARLA wheel).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -44,6 +46,8 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
     """The study's Tune function trainable, with its per-trial resources attached."""
 
     def td3_trial(config: dict[str, Any]) -> None:
+        # Ray logs every persisted checkpoint at INFO, from every trial: keep warnings only.
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
         plan = plan_of(spec, config)
         cfg = trial_config(spec, plan.overrides, plan.seed)
         checkpoint = tune.get_checkpoint()
@@ -56,7 +60,7 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
             saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
             tune.report({**metrics, "arm": plan.arm, "seed": plan.seed}, checkpoint=saved)
 
-        with carla_slot(spec) as slot_settings:
+        with carla_slot(spec) as (slot_settings, between_episodes):
             cfg = cfg.model_copy(update={"env_settings": {**cfg.env_settings, **slot_settings}})
             with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_from:
                 # Tune runs each trial in its own working directory: TensorBoard events and the
@@ -68,21 +72,31 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
                     resume_from=Path(resume_from) if resume_from else None,
                     progress=False,
                     stop_on_guard=False,
+                    between_episodes=between_episodes,
                 )
 
     return tune.with_resources(td3_trial, trial_resources(spec))
 
 
 @contextmanager
-def carla_slot(spec: StudySpec) -> Iterator[dict[str, Any]]:
-    """The env settings that point a CARLA env at this trial's leased server ({} otherwise)."""
+def carla_slot(spec: StudySpec) -> Iterator[tuple[dict[str, Any], Callable[[], None] | None]]:
+    """The env settings that point a CARLA env at this trial's leased server, and what to run
+    between its episodes: count the episode (the pool recycles a leaking server when due) and
+    restart a server that died or hangs, so the next reset reconnects instead of the trial failing.
+    ({} and None for envs that need no server.)
+    """
     if spec.env != "carla":
-        yield {}
+        yield {}, None
         return
     from envs.carla.pool import CarlaPool
     from envs.carla.pool_config import CarlaPoolConfig
 
-    gpu_ids = ray.get_gpu_ids()
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []  # the GPU Ray gave this trial
     pool = CarlaPool(CarlaPoolConfig.model_validate(spec.carla_pool))
     with pool.lease(int(gpu_ids[0]) if gpu_ids else None) as slot:
-        yield {"host": slot.host, "port": slot.port, "tm_port": slot.tm_port}
+
+        def between_episodes() -> None:
+            slot.episode_done()
+            slot.ensure_alive()
+
+        yield {"host": slot.host, "port": slot.port, "tm_port": slot.tm_port}, between_episodes

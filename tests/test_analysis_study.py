@@ -27,7 +27,8 @@ name: tiny
 env: Pendulum-v1
 agent: {learning_starts: 250, batch_size: 64}
 design: one_at_a_time
-factors: {tau: [1.0]}
+factors: {tau: [0.005]}
+arms: [{name: no_target, set: {tau: 1.0}}]  # a named arm: its factors come from `set`
 seeds: [0, 1]
 budget: {steps: 1000, eval_every: 500, eval_episodes: 1, report_every: 250, checkpoint_every: 500}
 scheduler: {asha: false, grace_period: 500}
@@ -51,9 +52,9 @@ def test_mlflow_store_loads_every_trial(storage: Path) -> None:
     assert (results.name, results.design, results.factors) == ("tiny", "one_at_a_time", ("tau",))
     trials = results.trials
     assert sorted(zip(trials["arm"], trials["seed"], strict=True)) == [
-        ("baseline", 0), ("baseline", 1), ("tau=1.0", 0), ("tau=1.0", 1)
+        ("baseline", 0), ("baseline", 1), ("no_target", 0), ("no_target", 1)
     ]
-    assert trials.set_index("arm")["tau"].to_dict() == {"baseline": "0.005", "tau=1.0": "1.0"}
+    assert trials.set_index("arm")["tau"].to_dict() == {"baseline": "0.005", "no_target": "1.0"}
     assert (trials["env_steps"] == 1000).all() and (trials["stop_reason"] == "completed").all()
     assert trials[["final_return", "best_return", "max_actor_q", "q_low", "q_high"]].notna().all().all()
     assert (trials["q_low"] < trials["q_high"]).all()
@@ -76,7 +77,7 @@ def test_report_command_on_the_study(storage: Path, capsys: pytest.CaptureFixtur
     assert report.main(["--storage", str(storage)]) == 0
     assert REPORT_FILES <= {p.name for p in (storage / "tiny" / report.REPORT_DIR).iterdir()}
     printed = capsys.readouterr().out
-    assert "baseline" in printed and "tau=1.0" in printed
+    assert "baseline" in printed and "no_target" in printed
 
 
 def test_notebook_on_the_study(storage: Path) -> None:
