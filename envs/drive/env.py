@@ -88,7 +88,7 @@ class DriveEnv(gymnasium.Env[ObsType, np.ndarray]):
         self._first_reset = True
 
     # ---------------------------------------------------------------- episode
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
         if seed is None and self._first_reset:
             seed = self.config.seed
         self._first_reset = False

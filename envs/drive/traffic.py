@@ -34,7 +34,7 @@ def idm_acceleration(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, closing_spe
         0.0, v * IDM_HEADWAY + v * closing_speed / (2 * math.sqrt(IDM_ACCEL * IDM_COMFORT_DECEL))
     )
     accel = IDM_ACCEL * (1 - (v / v0) ** IDM_EXPONENT - (desired_gap / np.maximum(gap, 0.1)) ** 2)
-    return np.maximum(accel, -MAX_BRAKE)
+    return np.asarray(np.maximum(accel, -MAX_BRAKE))
 
 
 def ego_lanes(ego_d: float, lane_centres: np.ndarray, lane_width: float) -> np.ndarray:

@@ -22,6 +22,7 @@ control ranges by `action_to_controls`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -42,7 +43,7 @@ def vector_size(n_waypoints: int = N_WAYPOINTS) -> int:
 
 def driving_observation_space(
     image_shape: tuple[int, int, int] | None, n_waypoints: int = N_WAYPOINTS
-) -> spaces.Space:
+) -> spaces.Space[Any]:
     """Dict(image, vector) for an image shape (C, H, W), or the vector Box alone for None."""
     if n_waypoints < 1:
         raise ValueError(f"n_waypoints must be >= 1, got {n_waypoints}")
