@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import socket
-import sys
 from pathlib import Path
 
 import psutil
@@ -12,21 +9,7 @@ import psutil
 from envs.carla.standin_server import send_request
 from study.spec import load_spec
 from study.trainable import carla_slot, trial_resources
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_base_port(n_ports: int) -> int:
-    for _ in range(100):
-        base = random.randrange(30_000, 40_000 - n_ports)
-        try:
-            for port in range(base, base + n_ports):
-                with socket.socket() as probe:
-                    probe.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range found")
+from tests.test_carla_pool import free_base_port, standin_script
 
 
 def test_trials_ask_for_a_carla_slot_only_when_they_run_carla() -> None:
@@ -40,12 +23,10 @@ def test_the_embedded_simulator_needs_no_carla_slot() -> None:
 
 
 def test_a_carla_trial_points_its_env_at_a_leased_server_and_leaves_no_process(tmp_path: Path) -> None:
-    script = tmp_path / "CarlaUE4.sh"  # launches the stand-in exactly as the pool launches CARLA
-    script.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m envs.carla.standin_server \"$@\"\n")
-    script.chmod(0o755)
+    script = standin_script(tmp_path)  # launches the stand-in exactly as the pool launches CARLA
     base = free_base_port(4)
     spec = load_spec("carla_ablation")
-    pool = {**spec.carla_pool, "executable": str(script), "slots": 1, "base_port": base, "tm_base_port": base + 3,
+    pool = {**spec.carla_pool, "executable": script, "slots": 1, "base_port": base, "tm_base_port": base + 3,
             "lock_dir": str(tmp_path / "locks"), "log_dir": None, "memory_limit_mb": None, "startup_timeout_s": 30.0}
     spec = spec.model_copy(update={"carla_pool": pool})
 
