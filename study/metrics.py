@@ -8,6 +8,7 @@ the scheduler's metric, and a fixed schema keeps MLflow's and TensorBoard's plot
 from __future__ import annotations
 
 import math
+from typing import Any
 
 ENV_STEPS = "env_steps"
 EVAL_RETURN = "eval/return_mean"
@@ -66,3 +67,13 @@ REPORT_KEYS: tuple[str, ...] = TRIAL_KEYS + AGENT_KEYS
 def complete_report(values: dict[str, float]) -> dict[str, float]:
     """Every report key, in a fixed order, NaN where ``values`` has none."""
     return {key: float(values.get(key, math.nan)) for key in REPORT_KEYS}
+
+
+def tensorboard_scalars(report: dict[str, Any]) -> dict[str, float]:
+    """The report values a TensorBoard curve can show: finite numbers, ``env_steps`` being the x axis."""
+    scalars = {}
+    for key in REPORT_KEYS:
+        value = report.get(key)
+        if key != ENV_STEPS and isinstance(value, (int, float)) and math.isfinite(value):
+            scalars[key] = float(value)
+    return scalars

@@ -25,12 +25,14 @@ from typing import Any
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 from rich.table import Table
 
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, default_tracking_uri, open_experiment
 from study.scheduler import GuardedASHA, StopReasonCallback
 from study.spec import SpecError, StudySpec, arms, load_spec, plan_of
+from study.tensorboard_logging import TensorBoardCallback
 from study.trainable import make_trainable
 
 STATE_FILE = "study.json"  # in the Tune folder: the validated spec and the MLflow study run
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"\nMLflow: {tracking_uri}")
     print(f"Tune results: {storage / spec.name}")
+    print(f"TensorBoard: tensorboard --logdir {storage / spec.name}")
     errors = [o for o in outcomes if o.stop_reason == "error"]
     unfinished = [o for o in outcomes if not o.stop_reason]
     if unfinished:
@@ -112,6 +115,9 @@ def init_ray(address: str | None) -> None:
 
 def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str, Any], *, smoke: bool) -> Any:
     """Start (or continue) the Tune experiment, with MLflow's study run made first."""
+    # Tune adds CSV, JSON and TensorBoard loggers unless told not to: the study passes the first
+    # two itself and its own TensorBoardCallback instead of Tune's ``ray/tune/``-prefixed one.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     experiment_dir = storage / spec.name
     study_run_id = state.get("study_run_id")
     if study_run_id is None:
@@ -154,6 +160,9 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
             callbacks=[
                 StopReasonCallback(scheduler),
                 MlflowStudyCallback(spec, tracking_uri, study_run_id),
+                TensorBoardCallback(),
+                CSVLoggerCallback(),
+                JsonLoggerCallback(),
                 OutcomeLines(spec),
             ],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -172,7 +181,7 @@ def search(spec: StudySpec) -> tuple[dict[str, Any], Any, int]:
             "arm": tune.grid_search(list(overrides)),
             "seed": tune.grid_search(spec.seeds),
             # The arm's settings, resolved from its name, so params.json says what the trial changed.
-            "set": tune.sample_from(lambda variant: overrides[variant["config"]["arm"]]),
+            "set": tune.sample_from(lambda config: overrides[config["arm"]]),
         }
         return space, None, 1
 
@@ -198,9 +207,17 @@ class OutcomeLines(tune.Callback):
         self._spec = spec
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get("stop_reason"):
-            self._line(trials, trial, f"{result['stop_reason']} at {int(result['stop_step'])} env steps, "
-                                      f"eval return {result['eval/return_mean']:.1f}")
+        reason = result.get("stop_reason")
+        if not reason:
+            return
+        eval_return = result["eval/return_mean"]
+        text = f"{reason} at {int(result['stop_step'])} env steps, " + (
+            f"eval return {eval_return:.1f}" if math.isfinite(eval_return) else "no evaluation yet"
+        )
+        if reason in ("q_explosion", "non_finite"):
+            text += (f", actor-path Q in [{result['debug/actor_q_min']:.3g}, {result['debug/actor_q_max']:.3g}]"
+                     f" against [{result['guard/q_low']:.3g}, {result['guard/q_high']:.3g}]")
+        self._line(trials, trial, text)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trials, trial, f"error: {trial.error_file}")

@@ -63,8 +63,9 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
         with carla_slot(spec) as (slot_settings, between_episodes):
             cfg = cfg.model_copy(update={"env_settings": {**cfg.env_settings, **slot_settings}})
             with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_from:
-                # Tune runs each trial in its own working directory: TensorBoard events and the
-                # trial's scratch checkpoint go there; Tune copies each reported checkpoint to storage.
+                # Tune runs each trial in its own working directory, which is not synced to storage:
+                # the scratch checkpoint goes there (Tune copies each reported one to storage), and
+                # the study's driver writes the TensorBoard events into the trial's storage folder.
                 run_trial(
                     cfg,
                     Path.cwd(),
@@ -73,6 +74,7 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
                     progress=False,
                     stop_on_guard=False,
                     between_episodes=between_episodes,
+                    tensorboard=False,
                 )
 
     return tune.with_resources(td3_trial, trial_resources(spec))

@@ -89,6 +89,7 @@ def run_trial(
     progress: bool = True,
     stop_on_guard: bool = True,
     between_episodes: Callable[[], None] | None = None,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Train one TD3 agent for ``cfg.steps`` env steps; return (and write) its summary.
 
@@ -97,6 +98,7 @@ def run_trial(
     With ``stop_on_guard=False`` the guard's metrics are still reported but the trial never stops
     itself: the Ray scheduler makes that decision for the whole study. ``between_episodes`` runs
     before every reset (the CARLA pool counts episodes there, and restarts or recycles its server).
+    ``tensorboard=False`` leaves the events to the caller (a Ray study's driver writes them).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +112,10 @@ def run_trial(
         agent.load(resume_from)
         state = TrialState.load(Path(resume_from) / STATE_FILE)
 
-    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=agent.env_steps or None)
-    writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=2)}\n```", agent.env_steps)
+    writer = None
+    if tensorboard:
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=agent.env_steps or None)
+        writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=2)}\n```", agent.env_steps)
     bar = tqdm(total=cfg.steps, initial=agent.env_steps, disable=not progress, unit="step", dynamic_ncols=True)
     started = time.perf_counter()
     try:
@@ -168,7 +172,8 @@ def run_trial(
                 break
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         env.close()
 
     summary = _summary(state, agent.env_steps, cfg)
@@ -285,10 +290,11 @@ def save_checkpoint(directory: Path, agent: TD3, state: TrialState, include_buff
     return directory
 
 
-def _log_tensorboard(writer: SummaryWriter, report: dict[str, float], step: int) -> None:
-    for key, value in report.items():
-        if key != m.ENV_STEPS and math.isfinite(value):
-            writer.add_scalar(key, value, step)
+def _log_tensorboard(writer: SummaryWriter | None, report: dict[str, float], step: int) -> None:
+    if writer is None:
+        return
+    for key, value in m.tensorboard_scalars(report).items():
+        writer.add_scalar(key, value, step)
 
 
 def _progress_postfix(report: dict[str, float]) -> dict[str, str]:

@@ -20,6 +20,7 @@ import pytest
 import ray
 import yaml
 from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from study.run import main
 from study.spec import expand, load_spec
@@ -69,6 +70,19 @@ def result_rows(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
         if lines:
             rows[lines[0]["trial_id"]] = lines
     return rows
+
+
+def tensorboard_curves(experiment_dir: Path, key: str) -> dict[str, list[int]]:
+    """Trial folder -> the env steps of ``key`` in its TensorBoard events (as TensorBoard reads
+    them, stale events purged); also checks that no tag carries Tune's ``ray/tune/`` prefix."""
+    curves = {}
+    for trial_dir in experiment_dir.glob("td3_trial_*"):
+        events = EventAccumulator(str(trial_dir))
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert not [tag for tag in tags if tag.startswith("ray/")], tags
+        curves[trial_dir.name] = [event.step for event in events.Scalars(key)]
+    return curves
 
 
 def trial_runs(storage: Path, study: str) -> list[Any]:
@@ -122,6 +136,9 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     for rows in result_rows(storage / "default").values():
         assert all("arm" in row and "seed" in row for row in rows)
         assert rows[-1]["stop_reason"] in ("completed", "asha", "q_explosion")
+    # TensorBoard: every trial's curves under the DESIGN.md names, against env steps.
+    curves = tensorboard_curves(storage / "default", "debug/actor_q_max")
+    assert len(curves) == len(runs) and all(steps and steps == sorted(steps) for steps in curves.values()), curves
     assert "mlflow ui --backend-store-uri sqlite:///" in out
 
 
@@ -160,6 +177,11 @@ def test_a_killed_driver_is_continued_by_resume_without_restarting_trials(tmp_pa
         assert restarts[0] == 250 and len(restarts) == 2 and restarts[1] > 500, restarts
     runs = trial_runs(storage, "plumbing")
     assert len(runs) == 2 and {run.info.status for run in runs} == {"FINISHED"}
+    # The steps reported twice (after the checkpoint, before the kill) show once in TensorBoard.
+    curves = tensorboard_curves(experiment, "train/critic_loss")
+    assert len(curves) == 2
+    for logged in curves.values():
+        assert logged == list(range(250, steps + 1, 250)), logged
 
 
 @pytest.mark.slow

@@ -1,0 +1,64 @@
+"""TensorBoard events per trial, written by the study's driver under the names of DESIGN.md.
+
+Tune's own TensorBoard logger prefixes every metric with ``ray/tune/`` and warns on the NaN that
+reports carry before a value exists; this callback writes the report keys as they are, so
+``tensorboard --logdir <storage>/<study>`` shows the same names as ``study.train``'s events and
+MLflow. The driver writes into each trial's folder, which Tune syncs to the study's storage (a
+trial's own working directory is not synced: Tune's ``sync_artifacts`` is off by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.tune.experiment import Trial
+from torch.utils.tensorboard import SummaryWriter
+
+from study import metrics as m
+
+FLUSH_SECONDS = 30  # how stale the events a user watches during a study may be
+
+
+class TensorBoardCallback(tune.Callback):
+    """One event writer per trial; finite report values only, against ``env_steps``.
+
+    A trial retried or resumed from a checkpoint reports again steps it had reported before:
+    its writer is reopened with ``purge_step`` at the first step it reports, so TensorBoard
+    drops the stale tail instead of drawing two curves over it.
+    """
+
+    def __init__(self) -> None:
+        self._writers: dict[str, SummaryWriter] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks with the experiment state; writers are reopened after a restore.
+        return {**self.__dict__, "_writers": {}}
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        step = int(result[m.ENV_STEPS])
+        writer = self._writers.get(trial.trial_id)
+        if writer is None:
+            writer = SummaryWriter(trial.local_path, purge_step=step, flush_secs=FLUSH_SECONDS)
+            self._writers[trial.trial_id] = writer
+        for key, value in m.tensorboard_scalars(result).items():
+            writer.add_scalar(key, value, step)
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._close(trial)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._close(trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._close(trial)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def _close(self, trial: Trial) -> None:
+        writer = self._writers.pop(trial.trial_id, None)
+        if writer is not None:
+            writer.close()
