@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from study.tensorboard_logging import TensorBoardCallback
 from study.trainable import make_trainable
 
 STATE_FILE = "study.json"  # in the Tune folder: the validated spec and the MLflow study run
+PROGRESS_SECONDS = 30.0  # how often the console says where the running trials are
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -163,11 +165,11 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
                 TensorBoardCallback(),
                 CSVLoggerCallback(),
                 JsonLoggerCallback(),
-                OutcomeLines(spec),
+                ConsoleProgress(spec),
             ],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=0,  # Tune's per-result boxes (~60 metrics each) drown the outcomes; OutcomeLines says those
+            verbose=0,  # Tune's per-result boxes (~60 metrics each) drown the outcomes; ConsoleProgress says those
         ),
     )
     return tuner.fit()
@@ -200,17 +202,35 @@ def search(spec: StudySpec) -> tuple[dict[str, Any], Any, int]:
     return space, searcher, (spec.num_samples or 1) * len(spec.seeds)
 
 
-class OutcomeLines(tune.Callback):
-    """One console line per trial outcome, as it happens."""
+class ConsoleProgress(tune.Callback):
+    """A console line per trial outcome as it happens, and every ``PROGRESS_SECONDS`` a line on
+    the trials running: plain lines, so a study's log reads the same in a terminal and a file."""
 
     def __init__(self, spec: StudySpec) -> None:
         self._spec = spec
+        self._latest: dict[str, tuple[int, float]] = {}  # trial id -> (env steps, eval return)
+        self._next_progress = time.monotonic() + PROGRESS_SECONDS
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() < self._next_progress:
+            return
+        self._next_progress = time.monotonic() + PROGRESS_SECONDS
+        running = []
+        for trial in trials:
+            if trial.status == "RUNNING" and trial.trial_id in self._latest:
+                plan = plan_of(self._spec, trial.config)
+                steps, eval_return = self._latest[trial.trial_id]
+                running.append(f"{plan.arm} seed={plan.seed} {steps}/{self._spec.budget.steps}"
+                               + (f" eval {eval_return:.1f}" if math.isfinite(eval_return) else ""))
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        print(f"[{done}/{len(trials)} done] running: {'; '.join(running) or 'starting'}", flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        eval_return = result["eval/return_mean"]  # the latest evaluation, NaN before the first
+        self._latest[trial.trial_id] = (int(result["env_steps"]), eval_return)
         reason = result.get("stop_reason")
         if not reason:
             return
-        eval_return = result["eval/return_mean"]
         text = f"{reason} at {int(result['stop_step'])} env steps, " + (
             f"eval return {eval_return:.1f}" if math.isfinite(eval_return) else "no evaluation yet"
         )

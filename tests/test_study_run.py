@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +141,8 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     curves = tensorboard_curves(storage / "default", "debug/actor_q_max")
     assert len(curves) == len(runs) and all(steps and steps == sorted(steps) for steps in curves.values()), curves
     assert "mlflow ui --backend-store-uri sqlite:///" in out
+    # Progress while it runs: where the running trials are, every 30 s.
+    assert re.search(r"\[\d+/3 done\] running: \S+ seed=0 \d+/5000", out), out
 
 
 @pytest.mark.slow
