@@ -108,9 +108,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
 # --- content ----------------------------------------------------------------------------------
 
 
-def headline(trials: pd.DataFrame) -> str:
-    """The study's answer in one sentence: where actor-path Q stayed bounded and where not."""
-    table = tables.ablation_table(trials)
+def headline(table: pd.DataFrame) -> str:
+    """The study's answer in one sentence, from ``tables.ablation_table``: where actor-path Q
+    stayed bounded and where not."""
     bounded = [arm for arm, row in table.iterrows() if row["exploded"] == 0]
     exploded = [f"{arm} ({row['exploded']}/{row['n_seeds']})" for arm, row in table.iterrows() if row["exploded"]]
     parts = []
@@ -121,10 +121,10 @@ def headline(trials: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
-def sections(results: StudyResults) -> list[Section]:
-    """The report's content for this study's design (figures as file names in the report dir)."""
+def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:
+    """The report's content for this study's design (figures as file names in the report dir);
+    ``arms`` is ``tables.ablation_table(results.trials)``, computed once by the caller."""
     trials, factors = results.trials, results.factors
-    arms = tables.ablation_table(trials)
     parts = [
         Section("Ablation per arm", "Return is the last evaluation's; intervals are over seeds.", format_ablation(arms)),
     ]
@@ -157,18 +157,18 @@ def sections(results: StudyResults) -> list[Section]:
     return parts
 
 
-def explosion_table(results: StudyResults) -> pd.DataFrame:
+def explosion_table(results: StudyResults, arms: pd.DataFrame) -> pd.DataFrame:
     """What the explosion plot shows: per factor level for factorial designs, else per arm."""
     if results.design == "factorial" and results.factors:
         return tables.factor_level_table(results.trials, results.factors)
-    return tables.ablation_table(results.trials)
+    return arms
 
 
 # --- rendering --------------------------------------------------------------------------------
 
 
-def render_markdown(results: StudyResults, parts: Sequence[Section]) -> str:
-    lines = [f"# Study `{results.name}` ({results.design})", "", _intro(results), "", headline(results.trials), ""]
+def render_markdown(results: StudyResults, summary: str, parts: Sequence[Section]) -> str:
+    lines = [f"# Study `{results.name}` ({results.design})", "", _intro(results), "", summary, ""]
     for part in parts:
         lines += [f"## {part.title}", ""]
         if part.note:
@@ -180,9 +180,9 @@ def render_markdown(results: StudyResults, parts: Sequence[Section]) -> str:
     return "\n".join(lines)
 
 
-def render_html(results: StudyResults, parts: Sequence[Section]) -> str:
+def render_html(results: StudyResults, summary: str, parts: Sequence[Section]) -> str:
     body = [f"<h1>Study <code>{html.escape(results.name)}</code> ({results.design})</h1>"]
-    body += [f"<p>{html.escape(_intro(results))}</p>", f"<p><b>{html.escape(headline(results.trials))}</b></p>"]
+    body += [f"<p>{html.escape(_intro(results))}</p>", f"<p><b>{html.escape(summary)}</b></p>"]
     for part in parts:
         body.append(f"<h2>{html.escape(part.title)}</h2>")
         if part.note:
@@ -206,20 +206,22 @@ def _intro(results: StudyResults) -> str:
     )
 
 
-def write_report(results: StudyResults, out_dir: Path | str) -> Path:
-    """Write report.md, report.html, the figures and the tables as CSV; return report.md's path."""
+def write_report(results: StudyResults, out_dir: Path | str) -> tuple[Path, pd.DataFrame]:
+    """Write report.md, report.html, the figures and the tables as CSV; return report.md's path
+    and the ablation table (its bootstrap intervals are the expensive part: computed once)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    arms = tables.ablation_table(results.trials)
     plots.save(plots.actor_q_figure(results), out_dir / "actor_q.png")
     plots.save(plots.return_figure(results), out_dir / "returns.png")
-    plots.save(plots.explosion_figure(explosion_table(results)), out_dir / "explosion.png")
+    plots.save(plots.explosion_figure(explosion_table(results, arms)), out_dir / "explosion.png")
     results.trials.to_csv(out_dir / "trials.csv", index=False)
-    tables.ablation_table(results.trials).to_csv(out_dir / "ablation.csv")
-    parts = sections(results)
-    (out_dir / "report.html").write_text(render_html(results, parts), encoding="utf-8")
+    arms.to_csv(out_dir / "ablation.csv")
+    summary, parts = headline(arms), sections(results, arms)
+    (out_dir / "report.html").write_text(render_html(results, summary, parts), encoding="utf-8")
     markdown = out_dir / "report.md"
-    markdown.write_text(render_markdown(results, parts), encoding="utf-8")
-    return markdown
+    markdown.write_text(render_markdown(results, summary, parts), encoding="utf-8")
+    return markdown, arms
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,9 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     if results.trials.empty:
         parser.error(f"study {results.name!r} has no trials yet")
-    path = write_report(results, args.out or args.storage / results.name / REPORT_DIR)
+    path, arms = write_report(results, args.out or args.storage / results.name / REPORT_DIR)
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 40):
-        print(format_ablation(tables.ablation_table(results.trials)).to_string())
+        print(format_ablation(arms).to_string())
     print(f"\nreport: {path}\n        {path.with_suffix('.html')}")
     return 0
 

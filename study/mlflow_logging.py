@@ -69,6 +69,13 @@ def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
     return flat
 
 
+def values_by_step(history: list[Metric]) -> list[float]:
+    """A metric's values in step order. A trial retried or resumed from a checkpoint logs again the
+    steps after it: the later value wins, so abandoned steps never reach the summary."""
+    latest = {point.step: point.value for point in sorted(history, key=lambda point: point.timestamp)}
+    return [latest[step] for step in sorted(latest)]
+
+
 def trial_summary(
     history: dict[str, list[float]],
     *,
@@ -262,10 +269,7 @@ class MlflowStudyCallback(tune.Callback):
         plan = plan_of(self._spec, trial.config)
         config = trial_config(self._spec, plan.overrides, plan.seed).model_dump(mode="json")
         keys = (m.EVAL_RETURN, "eval/return_std", m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, "guard/q_low", "guard/q_high")
-        history = {
-            key: [metric.value for metric in sorted(self.client.get_metric_history(run_id, key), key=lambda x: x.step)]
-            for key in keys
-        }
+        history = {key: values_by_step(self.client.get_metric_history(run_id, key)) for key in keys}
         env_steps = int(result.get(m.ENV_STEPS, stop_step) or 0)
         summary = trial_summary(
             history,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from analysis import load, report
+from analysis import load, report, tables
 from tests.test_analysis_load import STUDY, write_mlflow_study, write_tune_study
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,8 @@ DESIGN_SECTIONS = {
 @pytest.mark.parametrize("design", sorted(DESIGN_SECTIONS))
 def test_report_sections_follow_the_design(design: str, tmp_path: Path) -> None:
     write_mlflow_study(tmp_path, design=design)
-    parts = {s.title: s for s in report.sections(load.load_study(tmp_path))}
+    results = load.load_study(tmp_path)
+    parts = {s.title: s for s in report.sections(results, tables.ablation_table(results.trials))}
     others = set().union(*DESIGN_SECTIONS.values()) - DESIGN_SECTIONS[design]
     assert DESIGN_SECTIONS[design] <= set(parts) and not others & set(parts)
     if design == "optuna":  # one factor varied: it carries all the importance

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
@@ -25,6 +26,7 @@ from study.mlflow_logging import (
     report_metrics,
     summary_metrics,
     trial_summary,
+    values_by_step,
 )
 from study.spec import TrialPlan, validate_spec
 
@@ -92,6 +94,14 @@ def test_flat_params_spell_nested_values_with_dots() -> None:
     assert flat_params("agent", {"tau": 0.01, "reward_clip": None, "hidden_sizes": [64, 64], "sub": {"a": 1}}) == {
         "agent.tau": "0.01", "agent.reward_clip": "null", "agent.hidden_sizes": "[64, 64]", "agent.sub.a": "1",
     }
+
+
+def test_a_step_logged_again_after_a_retry_counts_with_its_later_value() -> None:
+    # First attempt: steps 500..1500, the last two then abandoned; the retry from the checkpoint
+    # at 500 logs 1000 and 1500 again, later and lower.
+    history = [Metric("debug/actor_q_max", value, timestamp, step) for value, timestamp, step in
+               [(5.0, 1, 500), (9e6, 2, 1_000), (8e6, 3, 1_500), (6.0, 10, 1_000), (7.0, 11, 1_500)]]
+    assert values_by_step(history) == [5.0, 6.0, 7.0]
 
 
 def test_trial_summary_reads_the_history_and_ignores_nan_and_infinite_values() -> None:

@@ -139,10 +139,11 @@ class CarlaEnv(gym.Env[Observation, np.ndarray]):
         episode = self._require_episode()
         with self._server_calls():
             world = self._require_world()
-            episode.ego.apply_control(vehicle_control(action))
+            control = vehicle_control(action)
+            episode.ego.apply_control(control)
             frame = world.tick(self.cfg.timeout_s)
             tick = self._read_tick(episode, world, frame)
-        step = self._measure(episode, tick, steer=float(action[0]))
+        step = self._measure(episode, tick, steer=float(control.steer))  # clipped, as the car steers
         terms = reward_terms(step, self.cfg.reward)
         episode.stuck_steps = next_stuck_steps(episode.stuck_steps, step.speed, self.cfg.termination)
         episode.steps += 1

@@ -118,10 +118,7 @@ class CarlaSlot:
             return
         log.info("recycling CARLA server at %s: %s", self.address, reason)
         self._stop_server()
-        try:
-            self._start_server()
-        except _StartFailed as err:
-            self._recover(str(err))
+        self._start()
 
     def _start(self) -> None:
         try:

@@ -11,16 +11,12 @@ import math
 import numpy as np
 
 from envs.carla.convert import Pose
-from envs.driving import to_ego_frame
+from envs.driving import to_ego_frame, wrap_angle
 
 # How far along the route the projection may look for the car from the last segment it was on:
 # a route that passes near itself (a loop, a junction) must not make the car jump ahead.
 SEARCH_SEGMENTS = 20
 
-
-def wrap_angle(angle: float) -> float:
-    """`angle` wrapped to [-pi, pi)."""
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 def arc_lengths(points: np.ndarray) -> np.ndarray:

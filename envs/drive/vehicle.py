@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from envs.driving import wrap_angle
+
 CAR_LENGTH = 4.5  # m, ego and NPCs
 CAR_WIDTH = 1.8  # m
 WHEELBASE = 2.7  # m
@@ -35,10 +37,6 @@ class EgoState(NamedTuple):
     psi: float  # rad, heading error in [-pi, pi)
     v: float  # m/s, >= 0
 
-
-def wrap_angle(angle: float) -> float:
-    """Angle wrapped into [-pi, pi)."""
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 def bicycle_step(

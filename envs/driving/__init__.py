@@ -10,6 +10,7 @@ from envs.driving.observation import (
     action_to_controls,
     driving_observation_space,
     to_ego_frame,
+    wrap_angle,
     vector_observation,
     vector_size,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "reward_terms",
     "termination_reason",
     "to_ego_frame",
+    "wrap_angle",
     "total_reward",
     "vector_observation",
     "vector_size",

@@ -80,6 +80,11 @@ def vector_observation(
     return np.clip(vector, -VECTOR_BOUND, VECTOR_BOUND, out=vector)
 
 
+def wrap_angle(angle: float) -> float:
+    """Angle wrapped into [-pi, pi)."""
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
 def to_ego_frame(points_xy: np.ndarray, ego_xy: np.ndarray | tuple[float, float], ego_yaw: float) -> np.ndarray:
     """World points (n, 2) in the ego frame: x forward along `ego_yaw`, y to the left.
 
