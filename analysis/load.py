@@ -26,7 +26,7 @@ from mlflow.entities import Run
 
 from analysis import tables
 from study import metrics as m
-from study.guard import GuardConfig
+from study.guard import GUARD_STOPS, GuardConfig
 
 DESIGNS = ("factorial", "one_at_a_time", "optuna")
 Q_LOW, Q_HIGH = "guard/q_low", "guard/q_high"
@@ -263,7 +263,7 @@ def _trial_record(
         stored = summary.get(column, math.nan)
         values[column] = float(fallback if math.isnan(stored) else stored)
     stop_reason = outcome["stop_reason"]
-    if stop_reason in tables.EXPLODED:
+    if stop_reason in GUARD_STOPS:
         exploded, explosion_step = True, outcome["stop_step"]
     else:
         verdict, explosion_step = tables.guard_replay(curve[m.ENV_STEPS], curve[m.GUARD_EXCESS], guard)

@@ -28,7 +28,6 @@ from scipy import stats
 
 from study.guard import GuardConfig, GuardState, StopReason, actor_q_excess, guard_step
 
-EXPLODED: tuple[str, ...] = ("q_explosion", "non_finite")
 BASELINE = "baseline"
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000

@@ -8,9 +8,10 @@ the env's own pydantic config, so a typo fails here, before any training starts.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
+from pydantic import BaseModel, ValidationError
 
 # Short names users type on the command line and in study files.
 DRIVE = "drive"
@@ -19,6 +20,30 @@ CARLA = "carla"
 
 class EnvSettingsError(ValueError):
     """An env name or setting that cannot be used; the message names it and what is allowed."""
+
+
+SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
+
+
+def parse_settings(model: type[SettingsModel], settings: dict[str, Any], env_label: str) -> SettingsModel:
+    """An env's pydantic settings from keyword settings, or one EnvSettingsError naming every bad
+    key and what is allowed: the error every env reports its settings with."""
+    try:
+        return model(**settings)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            if item["type"] == "extra_forbidden":
+                owner: Any = model  # the (nested) settings model the key was given to
+                for part in item["loc"][:-1]:
+                    owner = owner.model_fields[str(part)].annotation
+                problems.append(f"unknown setting {key!r}; allowed: {', '.join(owner.model_fields)}")
+            elif not key:  # a check across several settings (the model's own validator)
+                problems.append(str(item["ctx"]["error"]))
+            else:
+                problems.append(f"{key}: {item['msg']} (got {item['input']!r})")
+        raise EnvSettingsError(f"{env_label}: " + "; ".join(problems)) from None
 
 
 def make(name: str, settings: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 StopReason = Literal["q_explosion", "non_finite"]
+GUARD_STOPS: tuple[StopReason, ...] = get_args(StopReason)  # the outcomes that mean "diverged"
 
 # A degenerate interval (all rewards equal so far, e.g. zero before a sparse reward arrives)
 # would turn any approximation noise into an "explosion"; one reward unit is the smallest

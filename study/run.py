@@ -30,6 +30,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 from rich.table import Table
 
+from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, default_tracking_uri, open_experiment
 from study.scheduler import GuardedASHA, StopReasonCallback
 from study.spec import SpecError, StudySpec, arms, load_spec, plan_of
@@ -234,7 +235,7 @@ class ConsoleProgress(tune.Callback):
         text = f"{reason} at {int(result['stop_step'])} env steps, " + (
             f"eval return {eval_return:.1f}" if math.isfinite(eval_return) else "no evaluation yet"
         )
-        if reason in ("q_explosion", "non_finite"):
+        if reason in GUARD_STOPS:
             text += (f", actor-path Q in [{result['debug/actor_q_min']:.3g}, {result['debug/actor_q_max']:.3g}]"
                      f" against [{result['guard/q_low']:.3g}, {result['guard/q_high']:.3g}]")
         self._line(trials, trial, text)
@@ -297,9 +298,9 @@ def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
     previous = None
     for o in outcomes:
         outcome = o.stop_reason or "unfinished"
-        if o.stop_reason in ("asha", "q_explosion", "non_finite") and o.stop_step is not None:
+        if o.stop_reason in ("asha", *GUARD_STOPS) and o.stop_step is not None:
             outcome += f" @ {o.stop_step}"
-        style = "red" if o.stop_reason in ("q_explosion", "non_finite", "error") else None
+        style = "red" if o.stop_reason in (*GUARD_STOPS, "error") else None
         table.add_row(
             o.arm if o.arm != previous else "",
             str(o.seed),

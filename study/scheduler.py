@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from study import metrics as m
-from study.guard import GuardConfig, GuardState, guard_step
+from study.guard import GUARD_STOPS, GuardConfig, GuardState, guard_step
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -104,7 +104,7 @@ class GuardedASHA(FIFOScheduler):
         if not self._asha:
             return
         record = self._stops.get(trial.trial_id)
-        if record is not None and record.reason in ("q_explosion", "non_finite"):
+        if record is not None and record.reason in GUARD_STOPS:
             # A diverged trial's return says nothing about the rung: keep it out of the ranking.
             self._asha.on_trial_remove(tune_controller, trial)
         else:

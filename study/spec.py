@@ -419,21 +419,16 @@ def check_env_settings(env: str, settings: dict[str, Any]) -> None:
     """Build the env once with these settings (CARLA: validate its config without connecting)."""
     import envs
 
-    if env == envs.CARLA:
-        try:
-            from envs.carla.config import CarlaConfig
-        except ImportError as err:
-            raise ValueError(f"env 'carla' needs the CARLA client: pip install -e '.[carla]' ({err})") from None
-        try:
-            CarlaConfig.model_validate(settings)
-        except ValidationError as err:
-            raise ValueError(_short(err)) from None
-        return
     try:
-        envs.make(env, settings).close()
-    except ValidationError as err:
-        raise ValueError(f"env {env!r}: {_short(err)}") from None
-    except (envs.EnvSettingsError, TypeError) as err:
+        if env == envs.CARLA:
+            try:
+                from envs.carla.config import CarlaConfig
+            except ImportError as err:
+                raise ValueError(f"env 'carla' needs the CARLA client: pip install -e '.[carla]' ({err})") from None
+            envs.parse_settings(CarlaConfig, settings, "carla")
+        else:
+            envs.make(env, settings).close()
+    except envs.EnvSettingsError as err:
         raise ValueError(str(err)) from None
 
 

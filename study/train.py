@@ -13,10 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from envs import EnvSettingsError
-from study.config import ConfigError, TrialConfig, build_trial_config, format_validation_error
+from study.config import ConfigError, TrialConfig, build_trial_config
 from study.trial import CHECKPOINT_DIR, SUMMARY_FILE, run_trial
 
 
@@ -66,9 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_trial(cfg, out, resume_from=resume_from, progress=not args.quiet)
     except (EnvSettingsError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ValidationError as err:  # an env's own settings model refused a setting
-        print(f"error: env settings: {format_validation_error(err)}", file=sys.stderr)
         return 2
 
     _print_summary(summary, out)

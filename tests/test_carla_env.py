@@ -253,7 +253,7 @@ def test_factory_builds_the_carla_env_from_settings():
     port = closed_port()
     with pytest.raises(CarlaConnectionError, match=f"127.0.0.1:{port}"):
         envs.make("carla", settings={"host": "127.0.0.1", "port": port, "timeout_s": 0.5})
-    with pytest.raises(ValidationError, match="towns"):
+    with pytest.raises(envs.EnvSettingsError, match="towns"):
         envs.make("carla", settings={"towns": "Town03"})
 
 

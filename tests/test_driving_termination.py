@@ -3,7 +3,14 @@
 import pytest
 from pydantic import ValidationError
 
-from envs.driving.termination import TERMINATION_REASONS, TerminationConfig, next_stuck_steps, termination_reason
+from envs.driving.termination import (
+    TERMINATION_REASONS,
+    TIME_LIMIT,
+    TerminationConfig,
+    episode_end,
+    next_stuck_steps,
+    termination_reason,
+)
 
 CFG = TerminationConfig(stuck_speed=0.5, stuck_steps=3)
 
@@ -40,3 +47,9 @@ def test_config_validation_names_the_field():
         TerminationConfig(stuck_steps=0)
     with pytest.raises(ValidationError, match="stuck_time"):
         TerminationConfig(stuck_time=3)
+
+
+def test_episode_end_keeps_a_crash_at_the_time_limit_a_termination():
+    assert episode_end("collision", 1000, 1000) == (True, False, {"termination_reason": "collision"})
+    assert episode_end(None, 1000, 1000) == (False, True, {"truncation_reason": TIME_LIMIT})
+    assert episode_end(None, 999, 1000) == (False, False, {})

@@ -23,6 +23,7 @@ out that its actors went with the old server.)
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import queue
@@ -34,6 +35,7 @@ import carla
 import gymnasium as gym
 import numpy as np
 
+from envs import EnvSettingsError, parse_settings
 from envs.carla.client import CarlaConnectionError, connect, is_connection_failure
 from envs.carla.config import CarlaConfig
 from envs.carla.convert import (
@@ -51,9 +53,9 @@ from envs.driving import (
     ACTION_SPACE,
     N_WAYPOINTS,
     REWARD_RANGE,
-    TIME_LIMIT,
     DrivingStep,
     driving_observation_space,
+    episode_end,
     next_stuck_steps,
     reward_terms,
     termination_reason,
@@ -98,13 +100,13 @@ class CarlaEnv(gym.Env[Observation, np.ndarray]):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, render_mode: str | None = None, **settings: Any) -> None:
-        self.cfg = CarlaConfig(**settings)
+        self.cfg = parse_settings(CarlaConfig, settings, "carla")
         if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+            raise EnvSettingsError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.cfg.fixed_delta_seconds)}
         self.observation_space = driving_observation_space(self.cfg.image_shape)
-        self.action_space = ACTION_SPACE
+        self.action_space = copy.deepcopy(ACTION_SPACE)  # own copy: seeding it must not touch other envs
         self.reward_range = REWARD_RANGE  # gymnasium 1.x dropped it; the Q guard reads it
         self._client: carla.Client | None = None
         self._world: carla.World | None = None
@@ -150,14 +152,10 @@ class CarlaEnv(gym.Env[Observation, np.ndarray]):
         route_done = episode.route.completed(episode.previous.s)
         reason = termination_reason(step.collided, step.off_road, route_done, episode.stuck_steps,
                                      self.cfg.termination)
-        truncated = reason is None and episode.steps >= self.cfg.max_episode_steps
+        terminated, truncated, why = episode_end(reason, episode.steps, self.cfg.max_episode_steps)
         info: dict[str, Any] = {"reward_terms": terms, "speed": step.speed, "lane_invasions": tick.crossed_markings,
-                                "route_progress": episode.previous.s / episode.route.length}
-        if reason is not None:
-            info["termination_reason"] = reason
-        if truncated:
-            info["truncation_reason"] = TIME_LIMIT
-        return self._observe(episode), total_reward(terms), reason is not None, truncated, info
+                                "route_progress": episode.previous.s / episode.route.length, **why}
+        return self._observe(episode), total_reward(terms), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         """The last camera frame as RGB (H, W, 3), when render_mode is 'rgb_array'."""
@@ -291,17 +289,17 @@ class CarlaEnv(gym.Env[Observation, np.ndarray]):
         town = self._require_map()
         snapshot = world.get_snapshot()
         ego = snapshot.find(episode.ego.id)
-        location = ego.get_transform().location
-        lane = town.get_waypoint(location)
+        transform = ego.get_transform()
+        lane = town.get_waypoint(transform.location)
         others = [xy_from_location(snapshot.find(i).get_transform().location) for i in episode.npc_ids]
         return Tick(
-            ego=pose_from_transform(ego.get_transform()),
+            ego=pose_from_transform(transform),
             ego_half_length=episode.ego_half_length,
             speed=ego.get_velocity().length(),
             speed_limit=episode.ego.get_speed_limit() / 3.6,  # km/h -> m/s
             lane=pose_from_transform(lane.transform),
             lane_width=lane.lane_width,
-            on_driving_lane=town.get_waypoint(location, project_to_road=False) is not None,
+            on_driving_lane=town.get_waypoint(transform.location, project_to_road=False) is not None,
             crossed_markings=tuple(marking.type.name for event in _drain(episode.invasions)
                                    for marking in event.crossed_lane_markings),
             collided=bool(_drain(episode.collisions)),

@@ -24,9 +24,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-from pydantic import BaseModel, ValidationError
-
-from envs import EnvSettingsError
+from envs import EnvSettingsError, parse_settings
 from envs.driving.observation import (
     ACTION_SPACE,
     action_to_controls,
@@ -35,7 +33,7 @@ from envs.driving.observation import (
     vector_observation,
 )
 from envs.driving.reward import REWARD_RANGE, DrivingStep, reward_terms, total_reward
-from envs.driving.termination import TIME_LIMIT, next_stuck_steps, termination_reason
+from envs.driving.termination import episode_end, next_stuck_steps, termination_reason
 from envs.drive.config import DriveConfig
 from envs.drive.raster import BirdsEye, to_rgb
 from envs.drive.road import Road
@@ -45,36 +43,13 @@ from envs.drive.vehicle import CAR_LENGTH, CAR_WIDTH, EgoState, bicycle_step
 ObsType = np.ndarray | dict[str, np.ndarray]
 
 
-def parse_settings(settings: dict[str, Any]) -> DriveConfig:
-    """DriveConfig from keyword settings, with one error that names the bad key and what is allowed.
-
-    Raises EnvSettingsError (a ValueError), the error every env factory path reports settings with.
-    """
-    try:
-        return DriveConfig(**settings)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            key = ".".join(str(part) for part in item["loc"])
-            if item["type"] == "extra_forbidden":
-                model: type[BaseModel] = DriveConfig  # the (nested) settings model the key was given to
-                for part in item["loc"][:-1]:
-                    model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
-                problems.append(f"unknown setting {key!r}; allowed: {', '.join(model.model_fields)}")
-            elif not key:  # a check across several settings (DriveConfig's model validator)
-                problems.append(str(item["ctx"]["error"]))
-            else:
-                problems.append(f"{key}: {item['msg']} (got {item['input']!r})")
-        raise EnvSettingsError("Drive-v0: " + "; ".join(problems)) from None
-
-
 class DriveEnv(gymnasium.Env[ObsType, np.ndarray]):
     """Embedded driving simulator; settings are DriveConfig fields passed as keyword arguments."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, render_mode: str | None = None, **settings: Any):
-        self.config = cfg = parse_settings(settings)
+        self.config = cfg = parse_settings(DriveConfig, settings, "Drive-v0")
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise EnvSettingsError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
@@ -159,13 +134,9 @@ class DriveEnv(gymnasium.Env[ObsType, np.ndarray]):
         reason = termination_reason(
             collided, off_road, self.distance >= cfg.route_length, self.stuck_steps, cfg.termination
         )
-        truncated = reason is None and self.steps >= cfg.max_episode_steps
-        info: dict[str, Any] = {"reward_terms": terms, "speed": self.ego.v, "distance": self.distance, "lane": lane}
-        if reason is not None:
-            info["termination_reason"] = reason
-        if truncated:
-            info["truncation_reason"] = TIME_LIMIT
-        return self._observe(), total_reward(terms), reason is not None, truncated, info
+        terminated, truncated, why = episode_end(reason, self.steps, cfg.max_episode_steps)
+        info: dict[str, Any] = {"reward_terms": terms, "speed": self.ego.v, "distance": self.distance, "lane": lane, **why}
+        return self._observe(), total_reward(terms), terminated, truncated, info
 
     # ---------------------------------------------------------------- physics
     def _step_npcs(self) -> None:

@@ -19,6 +19,7 @@ from envs.driving.termination import (
     TERMINATION_REASONS,
     TIME_LIMIT,
     TerminationConfig,
+    episode_end,
     next_stuck_steps,
     termination_reason,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "TerminationConfig",
     "action_to_controls",
     "driving_observation_space",
+    "episode_end",
     "next_stuck_steps",
     "reward_terms",
     "termination_reason",

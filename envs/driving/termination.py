@@ -54,3 +54,13 @@ def termination_reason(
     if stuck_steps >= cfg.stuck_steps:
         return "stuck"
     return None
+
+
+def episode_end(reason: str | None, steps: int, max_steps: int) -> tuple[bool, bool, dict[str, str]]:
+    """(terminated, truncated, the info entry saying why) after ``steps`` steps of at most ``max_steps``:
+    a termination ``reason`` wins over the time limit."""
+    if reason is not None:
+        return True, False, {"termination_reason": reason}
+    if steps >= max_steps:
+        return False, True, {"truncation_reason": TIME_LIMIT}
+    return False, False, {}
