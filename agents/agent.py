@@ -16,8 +16,10 @@ generators are checkpointed: a resumed CPU run continues exactly as the uninterr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,21 @@ def _action_bounds(space: gym.Space) -> tuple[np.ndarray, np.ndarray]:
     ):
         raise ValueError(f"TD3 needs a 1-D Box action space with finite bounds; got {space}")
     return space.low.astype(np.float64), space.high.astype(np.float64)
+
+
+def _restore_generator(generator: torch.Generator, saved: torch.Tensor, saved_device: str) -> None:
+    """Put a saved generator state into ``generator``, across device types too.
+
+    CPU (Mersenne Twister) and CUDA (Philox) generators keep states of different shapes, so a
+    state saved on one cannot be set on the other. Moving a checkpoint between them reseeds the
+    generator from a hash of the saved state: deterministic, touching no other random stream,
+    but not the same noise (CUDA and CPU runs do not match bit for bit anyway).
+    """
+    if saved_device == generator.device.type:
+        generator.set_state(saved)
+        return
+    digest = hashlib.sha256(saved.numpy().tobytes()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 class TD3:
@@ -112,6 +129,11 @@ class TD3:
         self.env_steps += 1
 
     @property
+    def has_actor_step(self) -> bool:
+        """Whether an actor update has happened: before it, there is no actor-path Q to judge."""
+        return self._last_actor_step is not None
+
+    @property
     def reward_range_seen(self) -> tuple[float, float] | None:
         """The smallest and largest raw reward observed so far; None before the first."""
         return None if self._reward_min > self._reward_max else (float(self._reward_min), float(self._reward_max))
@@ -141,7 +163,7 @@ class TD3:
         A no-op before ``learning_starts`` env steps or a full batch. Returns every agent-side
         DESIGN.md metric when ``diagnostics``, else {} (reading values back forces a device sync,
         so a trial asks only on its reporting cadence). Actor-path metrics come from the most
-        recent actor step, NaN before the first one.
+        recent actor step and are absent before the first one (``has_actor_step``).
         """
         if self.env_steps < self.cfg.learning_starts or len(self.buffer) < self.cfg.batch_size:
             return {}
@@ -183,6 +205,10 @@ class TD3:
             "alert_counts": self._alert_counts,
             "numpy_rng": json.dumps(self._rng.bit_generator.state),
             "torch_rng": self._generator.get_state(),
+            "torch_rng_device": self._generator.device.type,
+            # The diagnostics of the latest actor step, so that a report right after a resume reads
+            # what the uninterrupted run's would.
+            "last_actor_step": None if self._last_actor_step is None else asdict(self._last_actor_step),
         }
         torch.save(state, path / AGENT_FILE)
         buffer_file = path / BUFFER_FILE
@@ -215,8 +241,10 @@ class TD3:
         self._reward_min, self._reward_max = state["reward_range"]
         self._alert_counts.copy_(state["alert_counts"])
         self._rng.bit_generator.state = json.loads(state["numpy_rng"])
-        self._generator.set_state(state["torch_rng"].cpu())
-        self._last_actor_step = None
+        # Checkpoints from before these two keys existed were saved on the device they are loaded on.
+        _restore_generator(self._generator, state["torch_rng"].cpu(), state.get("torch_rng_device", self.device.type))
+        last_actor_step = state.get("last_actor_step")
+        self._last_actor_step = None if last_actor_step is None else ActorStep(**last_actor_step)
         if (path / BUFFER_FILE).exists():
             self.buffer.load(path / BUFFER_FILE)
 

@@ -11,7 +11,6 @@ All reductions stay on the device; ``to_floats`` reads them back in one transfer
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -22,18 +21,6 @@ from agents.td3 import ActorStep, CriticStep
 # An action component counts as saturated within 1% of the range's width of a bound: the
 # normalized range [-1, 1] is 2 wide.
 SATURATION_MARGIN = 0.02
-
-ACTOR_KEYS: tuple[str, ...] = (
-    "train/actor_loss",
-    "debug/actor_q_mean",
-    "debug/actor_q_max",
-    "debug/actor_q_min",
-    "debug/actor_q_std",
-    "debug/action_gap",
-    "debug/actor_saturation",
-    "gradients/actor_cnn_norm",
-    "gradients/actor_mlp_norm",
-)
 
 
 def _stats(prefix: str, x: Tensor, names: tuple[str, ...] = ("mean", "max", "min", "std")) -> dict[str, Tensor]:
@@ -64,10 +51,14 @@ def critic_metrics(step: CriticStep, reward: Tensor, terminated: Tensor, gamma: 
     }
 
 
-def actor_metrics(step: ActorStep | None) -> dict[str, Tensor | float]:
-    """Actor-path metrics of the most recent actor step; NaN before the first one."""
+def actor_metrics(step: ActorStep | None) -> dict[str, Tensor]:
+    """Actor-path metrics of the most recent actor step; none before the first one.
+
+    Absent rather than NaN: a NaN actor-path Q means the critic diverged, while no actor step
+    yet means there is nothing for the guard to judge.
+    """
     if step is None:
-        return dict.fromkeys(ACTOR_KEYS, math.nan)
+        return {}
     gap = torch.linalg.vector_norm(step.action - step.buffer_action, dim=1).mean()
     saturated = (step.action.abs() >= 1.0 - SATURATION_MARGIN).float().mean()
     return {
@@ -83,12 +74,13 @@ def actor_metrics(step: ActorStep | None) -> dict[str, Tensor | float]:
 def explosion_flags(critic: CriticStep, actor: ActorStep | None, thresholds: Tensor) -> Tensor:
     """[over warning, over critical] for one update: its largest network gradient norm vs ``thresholds``.
 
-    A network's norm is over all its parameters (cnn and mlp), before clipping.
+    A network's norm is over all its parameters (cnn and mlp), before clipping. A NaN norm counts
+    as over both (``NaN > threshold`` is False, and ``torch.maximum`` keeps the NaN).
     """
     norm = critic.grad_norms.norm()
     if actor is not None:
         norm = torch.maximum(norm, actor.grad_norms.norm())
-    return norm > thresholds
+    return ~(norm <= thresholds)
 
 
 def alert_metrics(counts: Tensor) -> dict[str, Tensor]:

@@ -46,6 +46,16 @@ def parse_settings(model: type[SettingsModel], settings: dict[str, Any], env_lab
         raise EnvSettingsError(f"{env_label}: " + "; ".join(problems)) from None
 
 
+def needs_server(name: str) -> bool:
+    """Whether the env's world lives in a simulator server that a trial holds one of (CARLA).
+
+    Such an env cannot be built twice per trial, so evaluation runs on the training env, and its
+    episodes cannot be replayed from their actions (the server's world is not restored by a reset
+    from a seed), so a resumed trial starts a new episode.
+    """
+    return name == CARLA
+
+
 def make(name: str, settings: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
     """Build an env by short name (``drive``, ``carla``) or gymnasium id, with its settings."""
     settings = dict(settings or {})

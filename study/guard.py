@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 StopReason = Literal["q_explosion", "non_finite"]
 GUARD_STOPS: tuple[StopReason, ...] = get_args(StopReason)  # the outcomes that mean "diverged"
 
-# A degenerate interval (all rewards equal so far, e.g. zero before a sparse reward arrives)
-# would turn any approximation noise into an "explosion"; one reward unit is the smallest
-# width the excess is measured against.
-MIN_INTERVAL_WIDTH = 1.0
+# The narrowest reward range the guard bounds Q with, in reward units. While every reward seen is
+# the same (all zeros before a sparse reward arrives) the interval would be a single point and
+# critic noise would read as an explosion; widened to one reward unit the interval is
+# 1 / (1 - gamma) wide (100 at gamma 0.99), so tolerance 0.1 means 10 rewards' worth of return.
+MIN_REWARD_SPAN = 1.0
 
 
 class GuardConfig(BaseModel):
@@ -64,19 +65,38 @@ def clip_reward_range(r_min: float, r_max: float, reward_clip: float | None) -> 
     return low, high
 
 
+def guard_reward_range(
+    declared: tuple[float, float] | None, seen: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """The reward range the guard bounds Q with: the declared range intersected with the rewards seen.
+
+    Both are valid bounds: no reward can leave the declared range, and a Bellman backup on the
+    buffer's data cannot leave the interval of the rewards it holds, so a Q outside it is
+    extrapolation. While the env keeps its declaration the intersection is the seen range; a
+    seen reward outside the declared range proves the declaration wrong, and only the seen range
+    is used. A range narrower than ``MIN_REWARD_SPAN`` is widened about its centre to that span,
+    within a declared range the rewards keep. None until any reward is seen (nothing to judge).
+    """
+    if seen is None:
+        return None
+    low, high = seen
+    kept = declared is not None and declared[0] <= low and high <= declared[1]
+    bound_low, bound_high = declared if kept and declared is not None else (-math.inf, math.inf)
+    missing = MIN_REWARD_SPAN - (high - low)
+    if missing > 0:
+        low, high = max(low - missing / 2, bound_low), min(high + missing / 2, bound_high)
+    return low, high
+
+
 def q_interval(
     declared: tuple[float, float] | None,
     seen: tuple[float, float] | None,
     gamma: float,
     reward_clip: float | None,
 ) -> tuple[float, float] | None:
-    """The guard's interval: from the env's declared reward range, else the rewards seen so far.
-
-    A Bellman backup on the buffer's data cannot leave the interval of the rewards it holds, so a
-    Q outside it is extrapolation. Reward clipping, when on, tightens the range. None until any
-    reward is known.
-    """
-    reward_range = declared if declared is not None else seen
+    """The guard's interval: every return of rewards in ``guard_reward_range`` (clipped, when
+    clipping is on, as the critic sees them). None until any reward is seen."""
+    reward_range = guard_reward_range(declared, seen)
     if reward_range is None:
         return None
     r_min, r_max = clip_reward_range(*reward_range, reward_clip)
@@ -87,13 +107,33 @@ def actor_q_excess(q_max: float, q_min: float, interval: tuple[float, float]) ->
     """How far the batch's actor-path Q lies outside the interval, as a share of its width.
 
     0 inside; +inf when either end is non-finite (NaN included), so a single comparison with the
-    tolerance covers both failure modes while ``is_non_finite`` tells them apart.
+    tolerance covers both failure modes while ``offence`` tells them apart. A zero-width interval
+    (only gamma 0 with rewards clipped to one value) is measured against one reward unit.
     """
     if not (math.isfinite(q_max) and math.isfinite(q_min)):
         return math.inf
     low, high = interval
-    width = max(high - low, MIN_INTERVAL_WIDTH)
+    width = high - low if high > low else MIN_REWARD_SPAN
     return max(q_max - high, low - q_min, 0.0) / width
+
+
+def offence(excess: float, cfg: GuardConfig) -> StopReason | None:
+    """Why one report offends: ``non_finite`` (+inf), ``q_explosion`` (beyond the tolerance), or
+    None. NaN, a report with no actor step yet, has nothing to judge and never offends."""
+    if math.isinf(excess):
+        return "non_finite"
+    return "q_explosion" if excess > cfg.tolerance else None
+
+
+def verdict(strikes: int, excess: float, cfg: GuardConfig) -> StopReason | None:
+    """The stop a report calls for, given its excess and the consecutive strikes counted with it.
+
+    The trial counts the strikes and checkpoints them (``guard_step``), so a retried or resumed
+    trial carries its own count and the Ray scheduler only applies this rule to each report.
+    """
+    if not cfg.enabled or strikes < cfg.patience:
+        return None
+    return offence(excess, cfg)
 
 
 @dataclass(frozen=True)
@@ -110,16 +150,12 @@ def guard_step(
     """Advance the guard by one report; return the new state and a stop reason once certain.
 
     ``excess`` is ``actor_q_excess`` of this report, or NaN when the guard has nothing to judge
-    yet (no actor update so far): such a report neither offends nor clears the count.
+    yet (no actor step so far): such a report neither offends nor clears the count.
     """
     if math.isnan(excess):
         return state, None
-    if math.isinf(excess):
-        reason: StopReason | None = "non_finite"
-    elif excess > cfg.tolerance:
-        reason = "q_explosion"
-    else:
+    reason = offence(excess, cfg)
+    if reason is None:
         return GuardState(), None
     state = GuardState(strikes=state.strikes + 1, last_reason=reason)
-    stop = reason if cfg.enabled and state.strikes >= cfg.patience else None
-    return state, stop
+    return state, verdict(state.strikes, excess, cfg)

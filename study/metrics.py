@@ -15,6 +15,7 @@ EVAL_RETURN = "eval/return_mean"
 ACTOR_Q_MAX = "debug/actor_q_max"
 ACTOR_Q_MIN = "debug/actor_q_min"
 GUARD_EXCESS = "guard/actor_q_excess"
+GUARD_STRIKES = "guard/strikes"  # consecutive offending reports, counted (and checkpointed) by the trial
 
 
 def _stats(prefix: str, names: tuple[str, ...] = ("max", "min", "std")) -> list[str]:
@@ -56,6 +57,7 @@ TRIAL_KEYS: tuple[str, ...] = (
     "guard/q_low",
     "guard/q_high",
     GUARD_EXCESS,
+    GUARD_STRIKES,
     "guard/actor_to_buffer_q_ratio",
     "perf/env_steps_per_s",
     "perf/updates_per_s",

@@ -3,8 +3,9 @@
 ASHA ranks trials on ``eval/return_mean`` at rungs over ``env_steps``. It cannot see a critic that
 is running away: Q can leave the interval of possible returns long before the return drops, and
 ASHA lets a NaN metric pass its rungs. So every report first goes through the pure guard rule
-(``study.guard.guard_step``); a trial whose actor-path Q stays outside the interval (or turns
-non-finite) for ``patience`` reports is stopped at once, whatever ASHA thinks.
+(``study.guard.verdict`` on the trial's own strike count); a trial whose actor-path Q stays
+outside the interval (or turns non-finite) for ``patience`` reports is stopped at once, whatever
+ASHA thinks.
 
 Tune keeps no reason for a stop, and a diverged trial must never be filed as merely pruned, so the
 scheduler records each decision (``q_explosion``, ``non_finite``, ``asha``, ``completed``) with its
@@ -22,7 +23,7 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from study import metrics as m
-from study.guard import GUARD_STOPS, GuardConfig, GuardState, guard_step
+from study.guard import GUARD_STOPS, GuardConfig, verdict
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -66,7 +67,6 @@ class GuardedASHA(FIFOScheduler):
             if asha
             else None
         )
-        self._guard: dict[str, GuardState] = {}
         self._stops: dict[str, StopRecord] = {}
         self._metric: str | None = None
 
@@ -88,8 +88,9 @@ class GuardedASHA(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
         step = int(result[m.ENV_STEPS])
-        state = self._guard.get(trial.trial_id, GuardState())
-        self._guard[trial.trial_id], reason = guard_step(state, float(result[m.GUARD_EXCESS]), self._guard_cfg)
+        # The trial counts the strikes (and checkpoints them): a retry re-reports the steps after
+        # its checkpoint with the count it had there, and a resumed study reads the count on.
+        reason = verdict(int(result[m.GUARD_STRIKES]), float(result[m.GUARD_EXCESS]), self._guard_cfg)
         if reason is not None:
             self._stops[trial.trial_id] = StopRecord(reason, step)
             return TrialScheduler.STOP

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ import envs
 from agents import TD3
 from study import metrics as m
 from study.config import TrialConfig
+from study.episode import TrainingEpisode, resume_episode, rng_state, set_rng_state
 from study.guard import GuardState, StopReason, actor_q_excess, guard_step, q_interval
 
 OnReport = Callable[[dict[str, float], Path | None], None]
@@ -58,6 +60,7 @@ class TrialState:
     stop_reason: StopReason | None = None
     stop_step: int | None = None
     wall_time_s: float = 0.0
+    resumes: list[str] = field(default_factory=list)  # what each resume could restore
     recent_returns: list[float] = field(default_factory=list)
     recent_lengths: list[int] = field(default_factory=list)
 
@@ -94,23 +97,45 @@ def run_trial(
     """Train one TD3 agent for ``cfg.steps`` env steps; return (and write) its summary.
 
     ``resume_from`` is a checkpoint directory written by an earlier call: the agent (networks,
-    optimizers, counters, RNG states, buffer) and the trial's bookkeeping continue from it.
+    optimizers, counters, RNG states, buffer), the trial's bookkeeping and the episode in flight
+    continue from it, so that a resumed CPU run ends as the uninterrupted one would.
     With ``stop_on_guard=False`` the guard's metrics are still reported but the trial never stops
     itself: the Ray scheduler makes that decision for the whole study. ``between_episodes`` runs
-    before every reset (the CARLA pool counts episodes there, and restarts or recycles its server).
-    ``tensorboard=False`` leaves the events to the caller (a Ray study's driver writes them).
+    before every reset of the training env (the CARLA pool counts episodes there, and restarts or
+    recycles its server). ``tensorboard=False`` leaves the events to the caller (a Ray study's
+    driver writes them).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
 
     env = envs.make(cfg.env, cfg.env_settings)
+    # Evaluation gets an env of its own, so it changes neither the training episode nor the training
+    # env's random stream. A CARLA trial holds one server: it evaluates on the training env.
+    shared_env = envs.needs_server(cfg.env)
+    eval_env = env if shared_env else envs.make(cfg.env, cfg.env_settings)
     agent = TD3(env.observation_space, env.action_space, cfg.agent, device=cfg.device, seed=cfg.seed)
     declared_range = envs.declared_reward_range(env)
     state = TrialState()
     if resume_from is not None:
         agent.load(resume_from)
         state = TrialState.load(Path(resume_from) / STATE_FILE)
+        episode, obs, note = resume_episode(
+            env, Path(resume_from), replayable=not shared_env, seed=cfg.seed + agent.env_steps
+        )
+        state.resumes.append(f"at {agent.env_steps} env steps: {note}")
+    else:
+        episode, obs = TrainingEpisode.begin(env, seed=cfg.seed)
+
+    def end_episode() -> None:
+        """Count the training episode that just ended (or was cut short), then start the next one."""
+        nonlocal episode, obs
+        state.recent_returns.append(episode.episode_return)
+        state.recent_lengths.append(episode.length)
+        state.episodes += 1
+        if between_episodes is not None:
+            between_episodes()
+        episode, obs = TrainingEpisode.begin(env)
 
     writer = None
     if tensorboard:
@@ -119,25 +144,15 @@ def run_trial(
     bar = tqdm(total=cfg.steps, initial=agent.env_steps, disable=not progress, unit="step", dynamic_ncols=True)
     started = time.perf_counter()
     try:
-        # A resumed run restarts its episode; reseeding by step keeps that reproducible.
-        obs, _ = env.reset(seed=cfg.seed + agent.env_steps)
-        episode_return, episode_length = 0.0, 0
         window = _RateWindow.start(agent)
         while agent.env_steps < cfg.steps:
             action = agent.act(obs, explore=True)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             agent.observe(obs, action, float(reward), next_obs, terminated)
-            episode_return += float(reward)
-            episode_length += 1
+            episode.record(action, float(reward))
             obs = next_obs
             if terminated or truncated:
-                state.recent_returns.append(episode_return)
-                state.recent_lengths.append(episode_length)
-                state.episodes += 1
-                if between_episodes is not None:
-                    between_episodes()
-                obs, _ = env.reset()
-                episode_return, episode_length = 0.0, 0
+                end_episode()
 
             step = agent.env_steps
             last_step = step == cfg.steps
@@ -148,43 +163,61 @@ def run_trial(
 
             rates = window.finish(agent)
             if step % cfg.eval_every == 0 or last_step:
-                _record_eval(state, *evaluate(env, agent, cfg.eval_episodes, cfg.seed))
-                obs, _ = env.reset()  # evaluation used the env: start a fresh training episode
-                episode_return, episode_length = 0.0, 0
+                if shared_env:
+                    # The training episode ends here (its last transition already bootstraps, as a
+                    # truncation should); every evaluation episode passes the between-episodes hook,
+                    # and the training env's random stream continues as if evaluation had not run.
+                    training_rng = rng_state(env)
+                    _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
+                    set_rng_state(env, training_rng)
+                    end_episode()
+                else:
+                    _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
             report = _build_report(state, agent_metrics, rates, step)
             interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
-            stop = _apply_guard(state, report, interval, m.ACTOR_Q_MAX in agent_metrics, cfg, stop_on_guard)
-            if stop:
-                state.stop_reason, state.stop_step = stop, step
+            guard_stop = _apply_guard(state, report, interval, agent.has_actor_step, cfg)
+            stopping = guard_stop is not None and stop_on_guard
+            if stopping:
+                state.stop_reason, state.stop_step = guard_stop, step
 
             state.wall_time_s += time.perf_counter() - started
             started = time.perf_counter()
             checkpoint = None
-            if step % cfg.checkpoint_every == 0 or last_step or stop:
-                checkpoint = save_checkpoint(out_dir / CHECKPOINT_DIR, agent, state, cfg.checkpoint_buffer)
+            if step % cfg.checkpoint_every == 0 or last_step or stopping:
+                checkpoint = save_checkpoint(out_dir / CHECKPOINT_DIR, agent, state, episode, obs, cfg.checkpoint_buffer)
             _log_tensorboard(writer, report, step)
             bar.update(step - bar.n)
             bar.set_postfix(_progress_postfix(report), refresh=False)
             if on_report is not None:
                 on_report(report, checkpoint)
             window = _RateWindow.start(agent)
-            if stop:
+            if stopping:
                 break
     finally:
         bar.close()
         if writer is not None:
             writer.close()
         env.close()
+        if eval_env is not env:
+            eval_env.close()
 
-    summary = _summary(state, agent.env_steps, cfg)
+    summary = _summary(state, agent, declared_range, cfg)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def evaluate(env: gym.Env, agent: TD3, episodes: int, seed: int) -> tuple[float, float]:
-    """Mean and std of the deterministic policy's return over ``episodes`` seeded episodes."""
+def evaluate(
+    env: gym.Env, agent: TD3, episodes: int, seed: int, before_reset: Callable[[], None] | None = None
+) -> tuple[float, float]:
+    """Mean and std of the deterministic policy's return over ``episodes`` seeded episodes.
+
+    The seeds are the same at every evaluation and in every arm of a study, so that returns compare
+    across checkpoints and configurations. ``before_reset`` runs before each episode's reset.
+    """
     returns = []
     for episode in range(episodes):
+        if before_reset is not None:
+            before_reset()
         obs, _ = env.reset(seed=EVAL_SEED_OFFSET + seed * 1_000 + episode)
         done, total = False, 0.0
         while not done:
@@ -247,12 +280,13 @@ def _apply_guard(
     interval: tuple[float, float] | None,
     actor_q_measured: bool,
     cfg: TrialConfig,
-    stop_on_guard: bool,
 ) -> StopReason | None:
-    """Fill the guard's metrics into the report, advance the guard, and say whether to stop.
+    """Fill the guard's metrics into the report, advance the guard, and return its stop verdict.
 
-    ``actor_q_measured`` is False until the agent's first actor update: NaN then means "nothing
-    to judge yet", while a NaN after it means the values themselves are non-finite.
+    ``actor_q_measured`` is False until the agent's first actor step: such a report has nothing
+    to judge (its excess stays NaN, which neither offends nor clears), while a non-finite Q after
+    it is judged as ``non_finite``. The strike count goes into the report and the checkpoint, so
+    the Ray scheduler judges each report by the trial's own count, also after a retry or resume.
     """
     q_max, q_min = report[m.ACTOR_Q_MAX], report[m.ACTOR_Q_MIN]
     if math.isfinite(q_max):
@@ -262,32 +296,41 @@ def _apply_guard(
     buffer_q = report["train/q1_value"]
     if buffer_q and math.isfinite(buffer_q):
         report["guard/actor_to_buffer_q_ratio"] = report["debug/actor_q_mean"] / buffer_q
-    if interval is None:
-        return None
-    state.q_interval = interval
-    report["guard/q_low"], report["guard/q_high"] = interval
-    if actor_q_measured:
-        report[m.GUARD_EXCESS] = actor_q_excess(q_max, q_min, interval)
-    state.guard, reason = guard_step(state.guard, report[m.GUARD_EXCESS], cfg.guard)
-    return reason if stop_on_guard else None
+    if interval is not None:
+        state.q_interval = interval
+        report["guard/q_low"], report["guard/q_high"] = interval
+        if actor_q_measured:
+            report[m.GUARD_EXCESS] = actor_q_excess(q_max, q_min, interval)
+    state.guard, verdict = guard_step(state.guard, report[m.GUARD_EXCESS], cfg.guard)
+    report[m.GUARD_STRIKES] = state.guard_strikes
+    return verdict
 
 
-def save_checkpoint(directory: Path, agent: TD3, state: TrialState, include_buffer: bool) -> Path:
-    """Write a complete checkpoint next to ``directory`` and swap it in atomically.
+def save_checkpoint(
+    link: Path, agent: TD3, state: TrialState, episode: TrainingEpisode, obs: Any, include_buffer: bool
+) -> Path:
+    """Write a complete checkpoint into a new folder, then point ``link`` at it; return the folder.
 
-    A kill while writing leaves the previous checkpoint intact: at most the work since it is lost.
+    The link is replaced by one rename, so at every moment it names a complete checkpoint: a kill
+    while writing loses at most the work since the previous one. Folders live beside the link in
+    ``<link>s/`` and older ones are removed once the link has moved on.
     """
-    staging = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    agent.save(staging, include_buffer=include_buffer)
-    state.save(staging / STATE_FILE)
-    previous = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        os.replace(directory, previous)
-    os.replace(staging, directory)
-    shutil.rmtree(previous, ignore_errors=True)
-    return directory
+    folders = link.with_name(link.name + "s")
+    folders.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"step-{agent.env_steps:09d}-", dir=folders))
+    agent.save(folder, include_buffer=include_buffer)
+    state.save(folder / STATE_FILE)
+    episode.save(folder, obs)
+    staged = link.with_name(link.name + ".next")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(folder.relative_to(link.parent))  # relative: the output folder may move
+    if link.is_dir() and not link.is_symlink():  # a checkpoint folder written by an older version
+        os.replace(link, folders / "legacy")
+    os.replace(staged, link)
+    for old in folders.iterdir():
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 def _log_tensorboard(writer: SummaryWriter | None, report: dict[str, float], step: int) -> None:
@@ -306,14 +349,17 @@ def _progress_postfix(report: dict[str, float]) -> dict[str, str]:
     }
 
 
-def _summary(state: TrialState, env_steps: int, cfg: TrialConfig) -> dict[str, Any]:
+def _summary(
+    state: TrialState, agent: TD3, declared_range: tuple[float, float] | None, cfg: TrialConfig
+) -> dict[str, Any]:
     def finite_or_none(value: float) -> float | None:
         return value if math.isfinite(value) else None
 
+    seen_range = agent.reward_range_seen
     return {
         "env": cfg.env,
         "seed": cfg.seed,
-        "env_steps": env_steps,
+        "env_steps": agent.env_steps,
         m.EVAL_RETURN: finite_or_none(state.eval_return_mean),
         "eval/return_std": finite_or_none(state.eval_return_std),
         "best_eval_return": finite_or_none(state.best_eval_return),
@@ -322,7 +368,10 @@ def _summary(state: TrialState, env_steps: int, cfg: TrialConfig) -> dict[str, A
         "max_actor_q": finite_or_none(state.max_actor_q),
         "min_actor_q": finite_or_none(state.min_actor_q),
         "q_interval": list(state.q_interval) if state.q_interval else None,
+        "reward_range_declared": list(declared_range) if declared_range else None,
+        "reward_range_seen": list(seen_range) if seen_range else None,
         "episodes": state.episodes,
+        "resumes": state.resumes,
         "wall_time_s": round(state.wall_time_s, 3),
         "config": cfg.model_dump(mode="json"),
     }

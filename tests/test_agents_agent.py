@@ -134,14 +134,16 @@ def test_diagnostics_report_every_metric_finite_and_nothing_without_asking() -> 
     assert feeder.step(agent, diagnostics=False) == {}
 
 
-def test_actor_path_metrics_are_nan_before_the_first_actor_step_then_kept() -> None:
+def test_actor_path_metrics_are_absent_before_the_first_actor_step_then_kept() -> None:
     agent = TD3(OBS_SPACE, ACTION_SPACE, small_cfg(learning_starts=16, policy_delay=2), device="cpu")
     feeder = Feeder(OBS_SPACE, 0)
     run(agent, feeder, 15)
     first = feeder.step(agent, diagnostics=True)  # update 1: critic only
-    assert agent.updates == 1 and math.isnan(first["debug/actor_q_max"]) and math.isfinite(first["debug/q1_max"])
+    assert agent.updates == 1 and math.isfinite(first["debug/q1_max"])
+    assert not agent.has_actor_step and "debug/actor_q_max" not in first and "train/actor_loss" not in first
     feeder.step(agent)  # update 2: the actor steps
     third = feeder.step(agent, diagnostics=True)  # update 3: critic only, actor metrics from update 2
+    assert agent.has_actor_step
     assert math.isfinite(third["debug/actor_q_max"]) and math.isfinite(third["train/actor_loss"])
 
 
@@ -152,6 +154,18 @@ def test_gradient_explosion_alerts_count_updates_over_the_thresholds() -> None:
     assert agent.updates == 40 - 20 + 1
     assert metrics["alerts/gradient_explosion_warning"] == agent.updates
     assert metrics["alerts/gradient_explosion_critical"] == 0
+
+
+def test_nan_gradient_norms_count_as_gradient_explosion_alerts() -> None:
+    """A NaN reward makes the critic's loss and gradients NaN; ``NaN > threshold`` alone is False."""
+    agent = TD3(OBS_SPACE, ACTION_SPACE, small_cfg(learning_starts=0, batch_size=4, buffer_size=4), device="cpu")
+    feeder = Feeder(OBS_SPACE, 0)
+    for _ in range(4):
+        obs = feeder.space.sample()
+        agent.observe(obs, agent.act(obs), math.nan, feeder.space.sample(), False)
+    metrics = agent.update(diagnostics=True)
+    assert math.isnan(metrics["gradients/critic_mlp_norm"])
+    assert metrics["alerts/gradient_explosion_warning"] == 1 and metrics["alerts/gradient_explosion_critical"] == 1
 
 
 def test_reward_clipping_changes_the_targets_but_not_the_logged_rewards() -> None:
@@ -192,6 +206,40 @@ def test_checkpoint_round_trip_continues_identically(tmp_path: Path) -> None:
     state_a = original.optimizers.critic.state_dict()["state"]
     state_b = resumed.optimizers.critic.state_dict()["state"]
     assert all(torch.equal(state_a[k]["exp_avg_sq"], state_b[k]["exp_avg_sq"]) for k in state_a)
+
+
+def test_checkpoint_keeps_the_last_actor_steps_diagnostics(tmp_path: Path) -> None:
+    """A report right after a resume reads the same actor-path metrics as the uninterrupted run's."""
+    agent = TD3(OBS_SPACE, ACTION_SPACE, small_cfg(policy_delay=2), device="cpu", seed=5)
+    feeder = Feeder(OBS_SPACE, 0)
+    run(agent, feeder, 21)  # updates 1 and 2: the actor stepped at update 2
+    agent.save(tmp_path, include_buffer=True)
+    resumed = TD3(OBS_SPACE, ACTION_SPACE, small_cfg(policy_delay=2), device="cpu", seed=5)
+    resumed.load(tmp_path)
+    state = (feeder.obs.copy(), feeder.rng.bit_generator.state, feeder.space.np_random.bit_generator.state)
+    original = feeder.step(agent, diagnostics=True)  # update 3, critic only: actor metrics of update 2
+    feeder.obs, feeder.rng.bit_generator.state, feeder.space.np_random.bit_generator.state = state
+    again = feeder.step(resumed, diagnostics=True)
+    assert resumed.has_actor_step
+    assert original == again
+
+
+def test_a_checkpoint_from_another_device_type_loads_with_a_reseeded_generator(tmp_path: Path) -> None:
+    """A CUDA generator's state (16 bytes of Philox seed and offset) cannot be set on a CPU one."""
+    agent = TD3(OBS_SPACE, ACTION_SPACE, small_cfg(), device="cpu", seed=5)
+    run(agent, Feeder(OBS_SPACE, 0), 21)
+    agent.save(tmp_path)
+    state = torch.load(tmp_path / "agent.pt", weights_only=True)
+    state["torch_rng"], state["torch_rng_device"] = torch.arange(16, dtype=torch.uint8), "cuda"
+    torch.save(state, tmp_path / "agent.pt")
+    draws = []
+    for _ in range(2):
+        loaded = TD3(OBS_SPACE, ACTION_SPACE, small_cfg(), device="cpu", seed=5)
+        loaded.load(tmp_path)
+        draws.append(torch.randn(4, generator=loaded._generator))
+    assert torch.equal(draws[0], draws[1])  # reseeded from the saved state: deterministic
+    fresh = torch.randn(4, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(draws[0], fresh)
 
 
 def test_checkpoint_without_buffer_drops_a_stale_one_and_refuses_another_config(tmp_path: Path) -> None:

@@ -142,6 +142,9 @@ def test_guard_replay_finds_the_step_the_guard_would_stop_at() -> None:
     assert reason is None and math.isnan(step)
     # A disabled guard in the study's config still gets a verdict: that is the point of replaying.
     assert tables.guard_replay(steps[:2], [0.5, 0.5], GuardConfig(enabled=False, patience=2)) == ("q_explosion", 1000)
+    # A report with no actor step (NaN) neither offends nor clears, as in the trial and the scheduler.
+    assert tables.guard_replay(steps[:3], [0.5, math.nan, 0.5]) == ("q_explosion", 1500)
+    assert tables.guard_replay(steps[:1], [math.nan], GuardConfig(patience=1)) == (None, pytest.approx(math.nan, nan_ok=True))
 
 
 def test_q_ratio_and_excess() -> None:

@@ -11,9 +11,11 @@ from study.guard import (
     GuardState,
     actor_q_excess,
     clip_reward_range,
+    guard_reward_range,
     guard_step,
     q_interval,
     return_interval,
+    verdict,
 )
 
 # debug/actor_q_mean of the CARLA run that diverged (DESIGN.md), by env step.
@@ -56,11 +58,36 @@ def test_reward_clipping_tightens_the_range() -> None:
     assert clip_reward_range(20.0, 30.0, 10.0) == (10.0, 10.0)
 
 
-def test_q_interval_prefers_the_declared_range_then_the_buffer() -> None:
-    assert q_interval(CARLA_REWARDS, (0.77, 156.7), 0.99, None) == pytest.approx((-5_000.0, 20_000.0))
+def test_q_interval_intersects_the_declared_range_with_the_rewards_seen() -> None:
+    # The CARLA run's rewards: declared [-50, 200], seen [0.77, 156.7]. The seen range is the
+    # tighter bound: its interval is [0.77, 15,670] instead of [-5,000, 20,000].
+    assert q_interval(CARLA_REWARDS, (0.77, 156.7), 0.99, None) == pytest.approx((0.77, 15_670.0))
     assert q_interval(None, (0.77, 156.7), 0.99, None) == pytest.approx((0.77, 15_670.0))
-    assert q_interval(CARLA_REWARDS, None, 0.99, 1.0) == pytest.approx((-100.0, 100.0))
-    assert q_interval(None, None, 0.99, None) is None
+    assert q_interval(CARLA_REWARDS, (-3.0, 156.7), 0.99, 1.0) == pytest.approx((-100.0, 100.0))
+    assert q_interval(CARLA_REWARDS, None, 0.99, None) is None  # no reward seen: nothing to judge
+
+
+def test_a_seen_reward_outside_the_declared_range_voids_the_declaration() -> None:
+    # A reward of -60 proves [-50, 200] wrong; the buffer's own range still bounds its backups.
+    assert guard_reward_range(CARLA_REWARDS, (-60.0, 100.0)) == (-60.0, 100.0)
+
+
+def test_a_degenerate_reward_history_is_widened_to_one_reward_unit() -> None:
+    # Sparse rewards, all zero so far: one reward unit wide, the interval is 1 / (1 - gamma) wide.
+    assert guard_reward_range(None, (0.0, 0.0)) == (-0.5, 0.5)
+    assert q_interval(None, (0.0, 0.0), 0.99, None) == pytest.approx((-50.0, 50.0))
+    # ... within a declared range the rewards keep: a goal reward in [0, 1] cannot be negative.
+    assert guard_reward_range((0.0, 1.0), (0.0, 0.0)) == (0.0, 0.5)
+    # Ranges already a unit wide are left alone.
+    assert guard_reward_range(None, (-16.27, -0.01)) == (-16.27, -0.01)
+
+
+def test_critic_noise_on_all_zero_rewards_is_no_strike_but_a_runaway_is() -> None:
+    interval = q_interval(None, (0.0, 0.0), 0.99, None)
+    assert interval is not None
+    cfg = GuardConfig()
+    assert actor_q_excess(0.8, -0.6, interval) <= cfg.tolerance  # noise of a critic fitted to zeros
+    assert actor_q_excess(65.0, 0.0, interval) > cfg.tolerance  # 6.5 rewards' worth above any return
 
 
 def test_excess_is_zero_inside_and_a_share_of_the_width_outside() -> None:
@@ -72,7 +99,7 @@ def test_excess_is_zero_inside_and_a_share_of_the_width_outside() -> None:
     assert actor_q_excess(math.inf, 0.0, interval) == math.inf
 
 
-def test_degenerate_interval_measures_against_one_reward_unit() -> None:
+def test_a_zero_width_interval_measures_against_one_reward_unit() -> None:
     assert actor_q_excess(0.05, 0.0, (0.0, 0.0)) == pytest.approx(0.05)
 
 
@@ -86,7 +113,7 @@ def _run(timeline: list[tuple[int, float]], interval: tuple[float, float], cfg: 
 
 
 def test_guard_stops_the_carla_runaway_between_2500_and_3700_steps() -> None:
-    interval = q_interval(CARLA_REWARDS, None, 0.99, None)
+    interval = q_interval(CARLA_REWARDS, (0.77, 156.7), 0.99, None)
     assert interval is not None
     assert _run(CARLA_ACTOR_Q, interval, GuardConfig(patience=1)) == (3_700, "q_explosion")
     # With the default patience 2 it needs one more report on this sparse timeline.
@@ -141,3 +168,12 @@ def test_guard_config_refuses_bad_values() -> None:
         GuardConfig(tolerance=0.0)
     with pytest.raises(ValueError, match="patience"):
         GuardConfig(patience=0)
+
+
+def test_verdict_applies_patience_to_the_trials_own_strike_count() -> None:
+    cfg = GuardConfig(patience=2)
+    assert verdict(1, 5.0, cfg) is None
+    assert verdict(2, 5.0, cfg) == "q_explosion"
+    assert verdict(2, math.inf, cfg) == "non_finite"
+    assert verdict(2, math.nan, cfg) is None  # nothing to judge never stops
+    assert verdict(9, 5.0, GuardConfig(enabled=False)) is None

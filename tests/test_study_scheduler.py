@@ -7,7 +7,7 @@ import math
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from study.guard import GuardConfig
+from study.guard import GuardConfig, GuardState, guard_step
 from study.scheduler import GuardedASHA, StopReasonCallback, StopRecord, final_outcome
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -22,14 +22,25 @@ def make_scheduler(**kwargs: object) -> GuardedASHA:
 
 
 def add_trial(scheduler: GuardedASHA, trial_id: str) -> Trial:
+    _strikes.pop(trial_id, None)
     trial = Trial("td3_trial", config={}, trial_id=trial_id, stub=True)
     scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
     return trial
 
 
+# The strike count each trial reports, as study.trial counts it (and checkpoints it).
+_strikes: dict[str, GuardState] = {}
+
+
+def row(trial: Trial, step: int, ret: float, excess: float = 0.0, cfg: GuardConfig = GUARD) -> dict[str, float]:
+    """One report of ``trial``: its return, its guard excess and the strikes it has counted."""
+    _strikes[trial.trial_id], _ = guard_step(_strikes.get(trial.trial_id, GuardState()), excess, cfg)
+    strikes = _strikes[trial.trial_id].strikes
+    return {"env_steps": step, "eval/return_mean": ret, "guard/actor_q_excess": excess, "guard/strikes": strikes}
+
+
 def report(scheduler: GuardedASHA, trial: Trial, step: int, ret: float, excess: float = 0.0) -> str:
-    result = {"env_steps": step, "eval/return_mean": ret, "guard/actor_q_excess": excess}
-    return scheduler.on_trial_result(None, trial, result)  # type: ignore[arg-type]
+    return scheduler.on_trial_result(None, trial, row(trial, step, ret, excess))  # type: ignore[arg-type]
 
 
 def test_guard_stops_a_runaway_trial_after_patience_reports_even_when_its_return_is_best() -> None:
@@ -68,6 +79,31 @@ def test_disabled_guard_reports_but_never_stops() -> None:
     trial = add_trial(scheduler, "unguarded")
     for step in range(500, 5_000, 500):
         assert report(scheduler, trial, step, 0.0, excess=1e6) == CONTINUE
+
+
+def test_a_retry_that_re_reports_a_judged_step_does_not_strike_twice() -> None:
+    """A retry from the checkpoint at 500 reports 1,000 again, with the count the trial had at 500."""
+    scheduler = make_scheduler(asha=False)
+    trial = add_trial(scheduler, "retried")
+    checkpoint = {"env_steps": 500, "eval/return_mean": -200.0, "guard/actor_q_excess": 0.0, "guard/strikes": 0}
+    assert scheduler.on_trial_result(None, trial, checkpoint) == CONTINUE  # type: ignore[arg-type]
+    offending = {"env_steps": 1_000, "eval/return_mean": -200.0, "guard/actor_q_excess": 0.5, "guard/strikes": 1}
+    assert scheduler.on_trial_result(None, trial, dict(offending)) == CONTINUE  # type: ignore[arg-type]
+    # The attempt fails; the retry restores the strikes of step 500 and re-reports step 1,000.
+    assert scheduler.on_trial_result(None, trial, dict(offending)) == CONTINUE  # type: ignore[arg-type]
+    assert scheduler.stop_record("retried") is None
+
+
+def test_a_resumed_study_stops_on_the_strikes_the_trial_carried_over() -> None:
+    """The driver was killed after one offending report; its scheduler's memory is gone."""
+    before = make_scheduler(asha=False)
+    trial = add_trial(before, "resumed")
+    first = {"env_steps": 1_000, "eval/return_mean": -200.0, "guard/actor_q_excess": 0.5, "guard/strikes": 1}
+    assert before.on_trial_result(None, trial, first) == CONTINUE  # type: ignore[arg-type]
+    after = make_scheduler(asha=False)  # Tuner.restore unpickles the scheduler as it was at the start
+    second = {"env_steps": 1_500, "eval/return_mean": -200.0, "guard/actor_q_excess": 0.5, "guard/strikes": 2}
+    assert after.on_trial_result(None, trial, second) == STOP  # type: ignore[arg-type]
+    assert after.stop_record("resumed") == StopRecord("q_explosion", 1_500)
 
 
 def test_asha_prunes_a_worse_trial_at_its_rung_and_files_it_as_asha() -> None:
@@ -118,9 +154,9 @@ def test_stop_reason_callback_writes_the_outcome_into_the_last_row_only() -> Non
     trial = add_trial(scheduler, "runaway")
     rows = []
     for step in (500, 1_000):
-        row = {"env_steps": step, "eval/return_mean": 0.0, "guard/actor_q_excess": 50.0}
-        scheduler.on_trial_result(None, trial, dict(row))  # type: ignore[arg-type]
-        callback.on_trial_result(iteration=0, trials=[trial], trial=trial, result=row)
-        rows.append(row)
+        result = row(trial, step, 0.0, excess=50.0)
+        scheduler.on_trial_result(None, trial, dict(result))  # type: ignore[arg-type]
+        callback.on_trial_result(iteration=0, trials=[trial], trial=trial, result=result)
+        rows.append(result)
     assert rows[0]["stop_reason"] == "" and math.isnan(rows[0]["stop_step"])
     assert (rows[1]["stop_reason"], rows[1]["stop_step"]) == ("q_explosion", 1_000)

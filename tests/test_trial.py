@@ -1,0 +1,178 @@
+"""The trial loop's measurements: when the guard may judge, evaluation on its own env, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+from study import metrics as m
+from study.config import build_trial_config
+from study.episode import EPISODE_FILE, TrainingEpisode, observation_digest, resume_episode
+from study.trial import CHECKPOINT_DIR, STATE_FILE, run_trial
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["hidden_sizes=[64, 64]", "eval_episodes=1"]
+
+
+def trial(env: str, steps: int, *overrides: str, **fields: Any) -> Any:
+    return build_trial_config({"env": env, "steps": steps, **fields}, [*SMALL, *overrides])
+
+
+def collect(cfg: Any, out: Path, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    reports: list[dict[str, float]] = []
+    summary = run_trial(cfg, out, on_report=lambda report, _: reports.append(report), progress=False, **kwargs)
+    return summary, reports
+
+
+# --- the guard judges only what exists --------------------------------------------------------
+
+
+def test_a_report_before_the_first_actor_step_is_not_judged(tmp_path: Path) -> None:
+    """With the defaults the report at step 1,000 follows one critic update and no actor step."""
+    cfg = trial("Pendulum-v1", 1_500, "guard.patience=1", "eval_every=1500")
+    summary, reports = collect(cfg, tmp_path)
+    first = reports[1]
+    assert first[m.ENV_STEPS] == 1_000 and math.isfinite(first["train/critic_loss"])
+    assert math.isnan(first[m.ACTOR_Q_MAX]) and math.isnan(first[m.GUARD_EXCESS])
+    assert first[m.GUARD_STRIKES] == 0
+    assert summary["stop_reason"] is None and summary["env_steps"] == 1_500
+    assert math.isfinite(reports[-1][m.GUARD_EXCESS])  # judged once the actor has stepped
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def test_evaluation_changes_neither_the_training_episodes_nor_their_randomness(tmp_path: Path) -> None:
+    """Training with an evaluation every 500 steps is the same training as with one at the end."""
+    settings = {"observation": "vector", "n_npcs": 5}
+    often, _ = collect(trial("drive", 2_000, "eval_every=500", env_settings=settings), tmp_path / "often")
+    once, _ = collect(trial("drive", 2_000, "eval_every=2000", env_settings=settings), tmp_path / "once")
+    for key in ("episodes", "max_actor_q", "min_actor_q", m.EVAL_RETURN, "reward_range_seen"):
+        assert often[key] == once[key], key
+
+
+def test_a_shared_env_evaluates_through_the_between_episodes_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CARLA's path (one server per trial), on Pendulum's 200-step episodes."""
+    monkeypatch.setattr(envs, "needs_server", lambda name: True)
+    hooks: list[int] = []
+    cfg = trial("Pendulum-v1", 1_000, "eval_every=500", "eval_episodes=2", "learning_starts=300")
+    summary = run_trial(cfg, tmp_path, between_episodes=lambda: hooks.append(1), progress=False)
+    # Training episodes end at 200 and 400; evaluation at 500 cuts the third short (truncated) and
+    # runs two episodes; training restarts and ends at 700 and 900; the evaluation at 1,000 cuts
+    # the sixth. Every reset passes the hook: 4 training ends, 2 x (2 evaluation episodes + 1 cut).
+    assert summary["episodes"] == 6
+    assert len(hooks) == 4 + 2 * (2 + 1)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = trial("Pendulum-v1", 1_000, "learning_starts=200", "checkpoint_every=500", "eval_every=500",
+                "report_every=250")
+    written: list[Path] = []
+
+    def keep(report: dict[str, float], checkpoint: Path | None) -> None:
+        if checkpoint is not None:
+            written.append(checkpoint)
+
+    from agents import TD3
+
+    original_save = TD3.save
+
+    def save_then_crash(self: TD3, path: Path, include_buffer: bool = False) -> None:
+        if self.env_steps == 1_000:
+            (Path(path) / "agent.pt").write_bytes(b"half")
+            raise KeyboardInterrupt("killed while writing")
+        original_save(self, path, include_buffer)
+
+    monkeypatch.setattr(TD3, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, tmp_path, on_report=keep, progress=False)
+    link = tmp_path / CHECKPOINT_DIR
+    assert link.is_symlink() and link.resolve() == written[-1].resolve()
+    assert sorted(p.name for p in link.iterdir()) == sorted(["agent.pt", "buffer.npz", STATE_FILE, EPISODE_FILE])
+    assert json.loads((link / STATE_FILE).read_text())["episodes"] == 2  # the checkpoint at 500
+
+
+# --- exact resume ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("observation", ["vector", "image"])
+def test_an_episode_in_flight_is_replayed_on_a_fresh_env(observation: str, tmp_path: Path) -> None:
+    settings = {"observation": observation, "n_npcs": 5}
+    env = envs.make("drive", settings)
+    env.reset(seed=3)
+    episode, obs = TrainingEpisode.begin(env)  # an unseeded reset: drawn from the env's generator
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        action = rng.uniform(-1, 1, size=2).astype(np.float32)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        assert not (terminated or truncated)
+        episode.record(action, float(reward))
+    episode.save(tmp_path, obs)
+    fresh = envs.make("drive", settings)
+    replayed, replayed_obs, note = resume_episode(fresh, tmp_path, replayable=True, seed=99)
+    assert note == "episode replayed exactly (40 steps)"
+    assert observation_digest(replayed_obs) == observation_digest(obs)
+    assert replayed.episode_return == episode.episode_return and replayed.length == 40
+    # The next episode's scenario comes from the same generator state in both envs.
+    assert observation_digest(TrainingEpisode.begin(fresh)[1]) == observation_digest(TrainingEpisode.begin(env)[1])
+
+
+def test_an_env_that_cannot_replay_starts_a_new_episode_and_says_so(tmp_path: Path) -> None:
+    env = gym.make("Pendulum-v1")
+    episode, obs = TrainingEpisode.begin(env, seed=1)
+    episode.save(tmp_path, obs)
+    _, _, note = resume_episode(gym.make("Pendulum-v1"), tmp_path, replayable=False, seed=2)
+    assert note.startswith("episode restarted")
+
+
+RUN = ["--env", "Pendulum-v1", "--seed", "4", "--steps", "3000", "--quiet",
+       "--set", "checkpoint_every=1500", "--set", "eval_every=1500", "--set", "eval_episodes=2",
+       "--set", "hidden_sizes=[64, 64]"]  # fmt: skip
+
+
+def study_train(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "study.train", *RUN, *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_a_killed_and_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path) -> None:
+    """Pendulum-v1, seed 4, 3,000 steps, killed after its checkpoint at 1,500 (mid-episode)."""
+    whole = study_train("--out", str(tmp_path / "whole"))
+    killed = study_train("--out", str(tmp_path / "killed"))
+    link = tmp_path / "killed" / CHECKPOINT_DIR
+    deadline = time.monotonic() + 300
+    while not (link.is_symlink() and link.resolve().name.startswith("step-000001500")):
+        assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint at 1,500"
+        time.sleep(0.2)
+    time.sleep(1.0)  # on past the checkpoint, into the steps a kill loses
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert whole.wait(timeout=600) == 0
+    resumed = study_train("--out", str(tmp_path / "killed"), "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read() if resumed.stderr else ""
+
+    expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    got = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    for key in sorted(set(expected) - {"wall_time_s", "resumes"}):
+        assert got[key] == expected[key], key
+    assert got["resumes"] == ["at 1500 env steps: episode replayed exactly (100 steps)"]
