@@ -86,7 +86,9 @@ def test_critic_noise_on_all_zero_rewards_is_no_strike_but_a_runaway_is() -> Non
     interval = q_interval(None, (0.0, 0.0), 0.99, None)
     assert interval is not None
     cfg = GuardConfig()
-    assert actor_q_excess(0.8, -0.6, interval) <= cfg.tolerance  # noise of a critic fitted to zeros
+    # Measured (bench/guard_interval.py): TD3 on Pendulum-v1 with every reward 0 reached |Q| 0.72.
+    assert actor_q_excess(0.72, -0.72, interval) <= cfg.tolerance
+    assert actor_q_excess(0.72, -0.72, (0.0, 0.0)) > cfg.tolerance  # the old absolute floor: a false stop
     assert actor_q_excess(65.0, 0.0, interval) > cfg.tolerance  # 6.5 rewards' worth above any return
 
 

@@ -142,7 +142,7 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     assert len(curves) == len(runs) and all(steps and steps == sorted(steps) for steps in curves.values()), curves
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     # Progress while it runs: where the running trials are, every 30 s.
-    assert re.search(r"\[\d+/3 done\] running: \S+ seed=0 \d+/5000", out), out
+    assert re.search(r"\[\d+/3 done\] running: \S+ seed=1 \d+/5000", out), out
 
 
 @pytest.mark.slow
