@@ -170,12 +170,20 @@ def run_trial(
                     training_rng = rng_state(env)
                     _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
                     set_rng_state(env, training_rng)
-                    end_episode()
+                    if episode.length > 0:
+                        end_episode()
+                    else:  # the episode ended on this very step and is counted: only start afresh
+                        if between_episodes is not None:
+                            between_episodes()
+                        episode, obs = TrainingEpisode.begin(env)
                 else:
                     _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
             report = _build_report(state, agent_metrics, rates, step)
             interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
-            guard_stop = _apply_guard(state, report, interval, agent.has_actor_step, cfg)
+            # No actor-path Q in this report (no actor step yet, or no update: a resumed buffer-less
+            # checkpoint refills first): nothing to judge.
+            measured = agent.has_actor_step and m.ACTOR_Q_MAX in agent_metrics
+            guard_stop = _apply_guard(state, report, interval, measured, cfg)
             stopping = guard_stop is not None and stop_on_guard
             if stopping:
                 state.stop_reason, state.stop_step = guard_stop, step
