@@ -128,11 +128,15 @@ def run_trial(
         episode, obs = TrainingEpisode.begin(env, seed=cfg.seed)
 
     def end_episode() -> None:
-        """Count the training episode that just ended (or was cut short), then start the next one."""
+        """Count the training episode that just ended (or was cut short), then start the next one.
+
+        An episode with no step yet (one that began on this step) is not counted again.
+        """
         nonlocal episode, obs
-        state.recent_returns.append(episode.episode_return)
-        state.recent_lengths.append(episode.length)
-        state.episodes += 1
+        if episode.length > 0:
+            state.recent_returns.append(episode.episode_return)
+            state.recent_lengths.append(episode.length)
+            state.episodes += 1
         if between_episodes is not None:
             between_episodes()
         episode, obs = TrainingEpisode.begin(env)
@@ -170,20 +174,14 @@ def run_trial(
                     training_rng = rng_state(env)
                     _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
                     set_rng_state(env, training_rng)
-                    if episode.length > 0:
-                        end_episode()
-                    else:  # the episode ended on this very step and is counted: only start afresh
-                        if between_episodes is not None:
-                            between_episodes()
-                        episode, obs = TrainingEpisode.begin(env)
+                    end_episode()
                 else:
                     _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
             report = _build_report(state, agent_metrics, rates, step)
             interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
-            # No actor-path Q in this report (no actor step yet, or no update: a resumed buffer-less
-            # checkpoint refills first): nothing to judge.
-            measured = agent.has_actor_step and m.ACTOR_Q_MAX in agent_metrics
-            guard_stop = _apply_guard(state, report, interval, measured, cfg)
+            # The agent reports no actor-path Q before its first actor step, nor on a step with no
+            # update (a resumed buffer-less checkpoint refilling): nothing to judge then.
+            guard_stop = _apply_guard(state, report, interval, m.ACTOR_Q_MAX in agent_metrics, cfg)
             stopping = guard_stop is not None and stop_on_guard
             if stopping:
                 state.stop_reason, state.stop_step = guard_stop, step
@@ -333,6 +331,7 @@ def save_checkpoint(
     staged.unlink(missing_ok=True)
     staged.symlink_to(folder.relative_to(link.parent))  # relative: the output folder may move
     if link.is_dir() and not link.is_symlink():  # a checkpoint folder written by an older version
+        shutil.rmtree(folders / "legacy", ignore_errors=True)
         os.replace(link, folders / "legacy")
     os.replace(staged, link)
     for old in folders.iterdir():

@@ -176,3 +176,26 @@ def test_a_killed_and_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path) 
     for key in sorted(set(expected) - {"wall_time_s", "resumes"}):
         assert got[key] == expected[key], key
     assert got["resumes"] == ["at 1500 env steps: episode replayed exactly (100 steps)"]
+
+
+def test_a_resume_without_the_buffer_is_not_judged_while_the_buffer_refills(tmp_path: Path) -> None:
+    """The agent has stepped its actor, but until the buffer holds a batch again it makes no update."""
+    common = ("report_every=100", "eval_every=1000", "checkpoint_every=1000", "checkpoint_buffer=false",
+              "guard.patience=1")  # fmt: skip
+    run_trial(trial("Pendulum-v1", 1_200, *common), tmp_path, progress=False)  # actor steps from 1,002
+    resumed = trial("Pendulum-v1", 1_500, *common)
+    summary, reports = collect(resumed, tmp_path, resume_from=tmp_path / CHECKPOINT_DIR)
+    first = reports[0]
+    assert first[m.ENV_STEPS] == 1_300 and math.isnan(first[m.GUARD_EXCESS]) and first[m.GUARD_STRIKES] == 0
+    assert summary["stop_reason"] is None and summary["env_steps"] == 1_500
+
+
+def test_a_shared_env_evaluation_on_the_step_an_episode_ends_counts_no_empty_episode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(envs, "needs_server", lambda name: True)
+    hooks: list[int] = []
+    cfg = trial("Pendulum-v1", 400, "eval_every=200", "report_every=200", "checkpoint_every=200", "learning_starts=100")
+    summary = run_trial(cfg, tmp_path, between_episodes=lambda: hooks.append(1), progress=False)
+    assert summary["episodes"] == 2  # the episodes ending at 200 and 400, each once
+    assert len(hooks) == 2 + 2 * (1 + 1)  # each end; each evaluation's episode and the restart after it
