@@ -10,14 +10,11 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from analysis import load, plots, tables
-from tests.test_analysis_load import write_mlflow_study
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> load.StudyResults:
-    storage = tmp_path_factory.mktemp("storage")
-    write_mlflow_study(storage)
-    return load.load_study(storage)
+def results(mlflow_study_storage: Path) -> load.StudyResults:
+    return load.load_study(mlflow_study_storage)
 
 
 def test_actor_q_panel_per_arm_on_symlog_with_the_interval(results: load.StudyResults) -> None:

@@ -4,50 +4,21 @@ on a real study run is in test_analysis_study.py."""
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from analysis import load, report, tables
-from tests.test_analysis_load import STUDY, write_mlflow_study, write_tune_study
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = PROJECT_ROOT / "analysis" / "ablation.ipynb"
-REPORT_FILES = {"report.md", "report.html", "actor_q.png", "returns.png", "explosion.png", "trials.csv", "ablation.csv"}
-
-
-def run_notebook(storage: Path, study: str | None = None) -> nbformat.NotebookNode:
-    """Execute ablation.ipynb top to bottom with its parameters cell pointed at ``storage``."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
-    assert len(parameters) == 1, "the notebook has one cell tagged 'parameters'"
-    parameters[0].source = f"STORAGE = {str(storage)!r}\nSTUDY = {study!r}"
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(storage)}})
-    client.execute(env=project_env())  # the kernel is a child process: it imports the project too
-    return notebook
-
-
-def project_env() -> dict[str, str]:
-    """This environment with the project root on PYTHONPATH, for child processes."""
-    paths = [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-
-
-def images(notebook: nbformat.NotebookNode) -> int:
-    return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+from tests.support.analysis_store import STUDY, write_mlflow_study, write_tune_study
+from tests.support.notebook import REPORT_FILES, images, project_env, run_notebook
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("storage")
-    write_mlflow_study(path)
-    return path
+def storage(mlflow_study_storage: Path) -> Path:
+    return mlflow_study_storage
 
 
 def test_report_command_writes_its_files_and_prints_the_table(storage: Path, capsys: pytest.CaptureFixture) -> None:

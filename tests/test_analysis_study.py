@@ -18,7 +18,7 @@ import pytest
 
 from analysis import load, report
 from study import metrics as m
-from tests.test_analysis_report import REPORT_FILES, images, project_env, run_notebook
+from tests.support.notebook import REPORT_FILES, images, project_env, run_notebook
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import carla
 import pytest
 
 from envs.carla.client import CarlaConnectionError, CarlaVersionError, connect, is_connection_failure, version_problem
-from envs.carla.standin_server import send_request
+from tests.support.carla_standin import send_request
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def closed_port() -> int:
 def start_standin(*flags: str) -> tuple[subprocess.Popen[bytes], int]:
     """A stand-in server on a free port, answering once it listens."""
     port = closed_port()
-    server = subprocess.Popen([sys.executable, "-m", "envs.carla.standin_server", f"-carla-rpc-port={port}", *flags],
+    server = subprocess.Popen([sys.executable, "-m", "tests.support.carla_standin", f"-carla-rpc-port={port}", *flags],
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -271,7 +271,7 @@ def test_env_declares_the_driving_reward_range_and_spaces_without_a_server(monke
 
 def test_env_version_mismatch_is_reported_before_anything_else():
     port = closed_port()
-    server = subprocess.Popen([sys.executable, "-m", "envs.carla.standin_server", f"-carla-rpc-port={port}",
+    server = subprocess.Popen([sys.executable, "-m", "tests.support.carla_standin", f"-carla-rpc-port={port}",
                                "-standin-version=0.9.15"], env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.monotonic() + 30

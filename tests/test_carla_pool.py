@@ -1,13 +1,12 @@
 """The CARLA pool against real processes: stand-in servers launched as CarlaUE4.sh would be.
 
-Each test writes a `CarlaUE4.sh` that execs the stand-in server (envs/carla/standin_server.py),
+Each test writes a `CarlaUE4.sh` that execs the stand-in server (tests/support/carla_standin.py),
 so the pool runs its real launch, readiness (the real `carla.Client`), restart and kill paths.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -22,33 +21,10 @@ import pytest
 from envs.carla.client import CarlaVersionError, connect
 from envs.carla.pool import CarlaPool, CarlaPoolConfig, CarlaPoolError
 from envs.carla.process import group_members
-from envs.carla.standin_server import send_request
+from tests.support.carla import free_base_port, standin_script
+from tests.support.carla_standin import send_request
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def standin_script(tmp_path: Path, *flags: str, name: str = "CarlaUE4.sh") -> str:
-    """A CarlaUE4.sh that execs the stand-in server with `flags` before the pool's flags."""
-    script = tmp_path / name
-    script.write_text(
-        f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m envs.carla.standin_server {' '.join(flags)} \"$@\"\n"
-    )
-    script.chmod(0o755)
-    return str(script)
-
-
-def free_base_port(n_ports: int) -> int:
-    """A base port below the ephemeral range with `n_ports` free ports from it."""
-    for _ in range(100):
-        base = random.randrange(20000, 30000 - n_ports)
-        try:
-            for port in range(base, base + n_ports):
-                with socket.socket() as probe:
-                    probe.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range found")
 
 
 def pool_config(tmp_path: Path, executable: str, slots: int = 1, **kw) -> CarlaPoolConfig:
@@ -244,7 +220,7 @@ def test_a_server_left_by_a_killed_trial_is_stopped_by_the_next_lease(tmp_path):
 
 def test_attach_mode_uses_running_servers_and_leaves_them_running(tmp_path):
     port = free_base_port(3)
-    server = subprocess.Popen([sys.executable, "-m", "envs.carla.standin_server", f"-carla-rpc-port={port}"],
+    server = subprocess.Popen([sys.executable, "-m", "tests.support.carla_standin", f"-carla-rpc-port={port}"],
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         cfg = CarlaPoolConfig(mode="attach", servers=(f"127.0.0.1:{port}",), tm_base_port=free_base_port(1),

@@ -1,6 +1,6 @@
 """The stand-in CARLA server's command line: CARLA's own flags plus the test controls."""
 
-from envs.carla.standin_server import StandinOptions, parse_args
+from tests.support.carla_standin import StandinOptions, parse_args
 
 
 def test_carla_flags_set_the_port_and_unknown_flags_are_ignored():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from study.spec import load_spec
-from tests.test_study_run import run_cli, trial_runs
+from tests.support.study_cli import run_cli, trial_runs
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,11 @@ import psutil
 import pytest
 import ray
 import yaml
-from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from study.run import main
 from study.spec import expand, load_spec
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.study_cli import run_cli, study_cli, trial_runs
 
 # A small Pendulum study for the failure paths: tiny networks, two trials, checkpoints often.
 PLUMBING: dict[str, Any] = {
@@ -45,20 +42,6 @@ def write_spec(tmp_path: Path, **changes: Any) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({**PLUMBING, **changes}))
     return path
-
-
-def study_cli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "study.run", *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
-    )
-
-
-def run_cli(*args: str, timeout: float) -> tuple[int, str]:
-    process = study_cli(*args)
-    out, _ = process.communicate(timeout=timeout)
-    return process.returncode, out
 
 
 def result_rows(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
@@ -84,12 +67,6 @@ def tensorboard_curves(experiment_dir: Path, key: str) -> dict[str, list[int]]:
         assert not [tag for tag in tags if tag.startswith("ray/")], tags
         curves[trial_dir.name] = [event.step for event in events.Scalars(key)]
     return curves
-
-
-def trial_runs(storage: Path, study: str) -> list[Any]:
-    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(study)
-    return client.search_runs([experiment.experiment_id], "tags.`study.role` = 'trial'")
 
 
 def test_a_bad_study_file_is_refused_with_every_problem_named_and_ray_never_starts(

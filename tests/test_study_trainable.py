@@ -6,10 +6,10 @@ from pathlib import Path
 
 import psutil
 
-from envs.carla.standin_server import send_request
 from study.spec import load_spec
 from study.trainable import carla_slot, trial_resources
-from tests.test_carla_pool import free_base_port, standin_script
+from tests.support.carla import free_base_port, standin_script
+from tests.support.carla_standin import send_request
 
 
 def test_trials_ask_for_a_carla_slot_only_when_they_run_carla() -> None:

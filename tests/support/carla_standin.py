@@ -23,7 +23,7 @@ Test controls, so each failure a pool must survive can be produced on demand:
 A crash is produced from outside, by killing the process. Other CARLA flags (-RenderOffScreen,
 -nosound, -graphicsadapter=N, ...) are accepted and ignored, as the real server does.
 
-    python -m envs.carla.standin_server -carla-rpc-port=2000 -standin-version=0.9.15
+    python -m tests.support.carla_standin -carla-rpc-port=2000 -standin-version=0.9.15
 """
 
 from __future__ import annotations
