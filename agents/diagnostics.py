@@ -22,10 +22,40 @@ from agents.td3 import ActorStep, CriticStep
 # normalized range [-1, 1] is 2 wide.
 SATURATION_MARGIN = 0.02
 
+# The agent-side metric names (DESIGN.md), declared here where they are produced; study.metrics
+# adds the trial's own and imports these. Statistics of a tensor are named ``<prefix>_<stat>``.
+STATS = ("mean", "max", "min", "std")
+SPREAD = ("max", "min", "std")  # for Q on buffer actions, whose mean has a name of its own
+CRITIC_LOSS, Q1_VALUE, Q2_VALUE = "train/critic_loss", "train/q1_value", "train/q2_value"
+Q1, Q2, TARGET_Q, REWARD = "debug/q1", "debug/q2", "debug/target_q", "debug/reward"
+TD_ERROR_Q1, TD_ERROR_Q2 = "debug/td_error_q1", "debug/td_error_q2"
+DONE_RATIO, EFFECTIVE_DISCOUNT = "debug/done_ratio", "debug/effective_discount"
+CRITIC_CNN_NORM, CRITIC_MLP_NORM = "gradients/critic_cnn_norm", "gradients/critic_mlp_norm"
+ACTOR_LOSS, ACTOR_Q = "train/actor_loss", "debug/actor_q"  # ACTOR_Q: Q1(s, actor(s)), the value the actor climbs
+ACTION_GAP, ACTOR_SATURATION = "debug/action_gap", "debug/actor_saturation"
+ACTOR_CNN_NORM, ACTOR_MLP_NORM = "gradients/actor_cnn_norm", "gradients/actor_mlp_norm"
+ALERT_WARNING, ALERT_CRITICAL = "alerts/gradient_explosion_warning", "alerts/gradient_explosion_critical"
 
-def _stats(prefix: str, x: Tensor, names: tuple[str, ...] = ("mean", "max", "min", "std")) -> dict[str, Tensor]:
+
+def stat_names(prefix: str, stats: tuple[str, ...] = STATS) -> tuple[str, ...]:
+    return tuple(f"{prefix}_{stat}" for stat in stats)
+
+
+ACTOR_Q_MEAN, ACTOR_Q_MAX, ACTOR_Q_MIN, ACTOR_Q_STD = stat_names(ACTOR_Q)
+CRITIC_KEYS: tuple[str, ...] = (
+    CRITIC_LOSS, Q1_VALUE, Q2_VALUE, *stat_names(Q1, SPREAD), *stat_names(Q2, SPREAD), *stat_names(TARGET_Q),
+    TD_ERROR_Q1, TD_ERROR_Q2, *stat_names(REWARD), DONE_RATIO, EFFECTIVE_DISCOUNT, CRITIC_CNN_NORM, CRITIC_MLP_NORM,
+)  # fmt: skip
+ACTOR_KEYS: tuple[str, ...] = (
+    ACTOR_LOSS, *stat_names(ACTOR_Q), ACTION_GAP, ACTOR_SATURATION, ACTOR_CNN_NORM, ACTOR_MLP_NORM,
+)  # fmt: skip
+ALERT_KEYS: tuple[str, ...] = (ALERT_WARNING, ALERT_CRITICAL)
+AGENT_KEYS: tuple[str, ...] = CRITIC_KEYS + ACTOR_KEYS + ALERT_KEYS
+
+
+def _stats(prefix: str, x: Tensor, stats: tuple[str, ...] = STATS) -> dict[str, Tensor]:
     reductions: dict[str, Callable[[], Tensor]] = {"mean": x.mean, "max": x.max, "min": x.min, "std": x.std}
-    return {f"{prefix}_{name}": reductions[name]() for name in names}
+    return dict(zip(stat_names(prefix, stats), (reductions[stat]() for stat in stats)))
 
 
 def critic_metrics(step: CriticStep, reward: Tensor, terminated: Tensor, gamma: float) -> dict[str, Tensor]:
@@ -35,19 +65,19 @@ def critic_metrics(step: CriticStep, reward: Tensor, terminated: Tensor, gamma: 
     """
     q1, q2 = step.q
     return {
-        "train/critic_loss": step.loss,
-        "train/q1_value": q1.mean(),
-        "train/q2_value": q2.mean(),
-        **_stats("debug/q1", q1, ("max", "min", "std")),
-        **_stats("debug/q2", q2, ("max", "min", "std")),
-        **_stats("debug/target_q", step.target),
-        "debug/td_error_q1": (q1 - step.target).abs().mean(),
-        "debug/td_error_q2": (q2 - step.target).abs().mean(),
-        **_stats("debug/reward", reward),
-        "debug/done_ratio": terminated.mean(),
-        "debug/effective_discount": gamma * (1.0 - terminated).mean(),
-        "gradients/critic_cnn_norm": step.grad_norms[0],
-        "gradients/critic_mlp_norm": step.grad_norms[1],
+        CRITIC_LOSS: step.loss,
+        Q1_VALUE: q1.mean(),
+        Q2_VALUE: q2.mean(),
+        **_stats(Q1, q1, SPREAD),
+        **_stats(Q2, q2, SPREAD),
+        **_stats(TARGET_Q, step.target),
+        TD_ERROR_Q1: (q1 - step.target).abs().mean(),
+        TD_ERROR_Q2: (q2 - step.target).abs().mean(),
+        **_stats(REWARD, reward),
+        DONE_RATIO: terminated.mean(),
+        EFFECTIVE_DISCOUNT: gamma * (1.0 - terminated).mean(),
+        CRITIC_CNN_NORM: step.grad_norms[0],
+        CRITIC_MLP_NORM: step.grad_norms[1],
     }
 
 
@@ -62,12 +92,12 @@ def actor_metrics(step: ActorStep | None) -> dict[str, Tensor]:
     gap = torch.linalg.vector_norm(step.action - step.buffer_action, dim=1).mean()
     saturated = (step.action.abs() >= 1.0 - SATURATION_MARGIN).float().mean()
     return {
-        "train/actor_loss": step.loss,
-        **_stats("debug/actor_q", step.q),
-        "debug/action_gap": gap,
-        "debug/actor_saturation": saturated,
-        "gradients/actor_cnn_norm": step.grad_norms[0],
-        "gradients/actor_mlp_norm": step.grad_norms[1],
+        ACTOR_LOSS: step.loss,
+        **_stats(ACTOR_Q, step.q),
+        ACTION_GAP: gap,
+        ACTOR_SATURATION: saturated,
+        ACTOR_CNN_NORM: step.grad_norms[0],
+        ACTOR_MLP_NORM: step.grad_norms[1],
     }
 
 
@@ -85,7 +115,7 @@ def explosion_flags(critic: CriticStep, actor: ActorStep | None, thresholds: Ten
 
 def alert_metrics(counts: Tensor) -> dict[str, Tensor]:
     """Cumulative counts of updates over the gradient-explosion thresholds."""
-    return {"alerts/gradient_explosion_warning": counts[0], "alerts/gradient_explosion_critical": counts[1]}
+    return {ALERT_WARNING: counts[0], ALERT_CRITICAL: counts[1]}
 
 
 def to_floats(metrics: dict[str, Tensor | float]) -> dict[str, float]:

@@ -19,29 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from analysis import tables
 from study import metrics as m
+from study import results as r
 from study.guard import GUARD_STOPS, GuardConfig
+from study.plan import PLAN, TrialPlan, format_value
 
 DESIGNS = ("factorial", "one_at_a_time", "optuna")
-Q_LOW, Q_HIGH = "guard/q_low", "guard/q_high"
-# The reported series the analysis needs: return curves, actor-path Q and its interval, and the
-# guard's excess (to replay the guard on trials it did not stop).
-CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, Q_LOW, Q_HIGH, m.GUARD_EXCESS)
-SUMMARY_KEYS = {  # trial-table column <- MLflow summary metric
-    "env_steps": "summary/env_steps",
-    "final_return": "summary/final_return",
-    "best_return": "summary/best_return",
-    "max_actor_q": "summary/max_actor_q",
-    "min_actor_q": "summary/min_actor_q",
-    "q_low": "summary/q_low",
-    "q_high": "summary/q_high",
-}
 TRIAL_COLUMNS = (
     "env_steps",
     "stop_reason",
@@ -57,8 +45,7 @@ TRIAL_COLUMNS = (
     "exploded",
     "explosion_step",
 )
-TUNE_RESULT_FILE = "result.json"
-STUDY_FILE = "study.json"  # study.run keeps the validated study file there
+SUMMARY_COLUMNS = ("env_steps", "final_return", "best_return", "max_actor_q", "min_actor_q", "q_low", "q_high")
 
 
 class StudyNotFound(LookupError):
@@ -77,11 +64,6 @@ class StudyResults:
     source: str  # where they came from: the tracking URI or the Tune folder
 
 
-def default_tracking_uri(storage: Path | str) -> str:
-    """The tracking URI ``study.run`` uses by default for a storage folder."""
-    return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
-
-
 def load_study(
     storage: Path | str,
     study: str | None = None,
@@ -95,8 +77,8 @@ def load_study(
     replayed on trials the guard did not stop (default: the study defaults).
     """
     storage = Path(storage)
-    if tracking_uri is not None or (storage / "mlflow.db").exists():
-        return load_mlflow(tracking_uri or default_tracking_uri(storage), study, guard=guard)
+    if tracking_uri is not None or (storage / r.MLFLOW_DB).exists():
+        return load_mlflow(tracking_uri or r.default_tracking_uri(storage), study, guard=guard)
     return load_tune(storage, study, guard=guard)
 
 
@@ -115,9 +97,12 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
     # A resumed study reuses its run; a study started afresh under the same name adds one: the
     # latest is the study asked about.
     study_run = max(_search(client, experiment_id, "study"), key=lambda run: run.info.start_time)
-    design = study_run.data.tags.get("study.design", "")
+    design = study_run.data.tags.get(r.STUDY_DESIGN, "")
     arms = [run for run in _search(client, experiment_id, "arm") if _parent(run) == study_run.info.run_id]
-    arm_levels = {run.data.tags["arm"]: run.data.params for run in arms}
+    arm_levels = {
+        run.data.tags[r.ARM]: {key: format_value(r.decode_param(text)) for key, text in run.data.params.items()}
+        for run in arms
+    }
     factors = tuple(sorted({factor for params in arm_levels.values() for factor in params}))
     arm_ids = {run.info.run_id for run in arms}
 
@@ -126,11 +111,12 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
         if _parent(run) not in arm_ids:
             continue
         tags = run.data.tags
-        identity = {"trial_id": tags.get("trial_id", run.info.run_id), "arm": tags["arm"], "seed": int(tags["seed"])}
+        identity = {"trial_id": tags.get(r.TRIAL_ID, run.info.run_id), "arm": tags[r.ARM], "seed": int(tags[r.SEED])}
         curve = _mlflow_curve(client, run.info.run_id).assign(**identity)
-        summary = {column: _unclamp(run.data.metrics.get(key, math.nan)) for column, key in SUMMARY_KEYS.items()}
-        outcome = {"stop_reason": tags.get("stop_reason"), "stop_step": _number(tags.get("stop_step"))}
-        levels = {f: arm_levels[tags["arm"]].get(f) for f in factors}
+        metrics = {key: _unclamp(value) for key, value in run.data.metrics.items()}
+        outcome = {"stop_reason": tags.get(r.STOP_REASON), "stop_step": _number(tags.get(r.STOP_STEP))}
+        summary = r.summary_from_metrics(metrics, stop_reason=outcome["stop_reason"], stop_step=tags.get(r.STOP_STEP))
+        levels = {f: arm_levels[tags[r.ARM]].get(f) for f in factors}
         records.append(_trial_record(identity, levels, outcome, summary, curve, guard))
         curves.append(curve)
     return _results(name, design, factors, records, curves, tracking_uri)
@@ -138,7 +124,7 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
 
 def _search(client: MlflowClient, experiment_id: str, role: str, max_results: int | None = None) -> list[Run]:
     """Every run of one ``study.role`` in an experiment, across result pages."""
-    query = f"tags.`study.role` = '{role}'"
+    query = f"tags.`{r.ROLE}` = '{role}'"
     runs: list[Run] = []
     token = None
     while True:
@@ -150,13 +136,13 @@ def _search(client: MlflowClient, experiment_id: str, role: str, max_results: in
 
 
 def _parent(run: Run) -> str | None:
-    return run.data.tags.get("mlflow.parentRunId")
+    return run.data.tags.get(r.PARENT)
 
 
 def _mlflow_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
     """The reported series of one trial run, one row per env step."""
     series = {}
-    for key in CURVE_KEYS:
+    for key in r.CURVE_KEYS:
         history = client.get_metric_history(run_id, key)
         # A resumed trial logs again from its checkpoint's step: the later value wins.
         points = {point.step: _unclamp(point.value) for point in sorted(history, key=lambda p: p.timestamp)}
@@ -176,18 +162,18 @@ def _unclamp(value: float) -> float:
 def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConfig | None = None) -> StudyResults:
     """A study from its Ray Tune folder ``<storage>/<study>/``: one ``result.json`` per trial.
 
-    ``study.run`` keeps the validated study file in ``study.json`` there: it gives the design, the
-    factors and the base config, so each trial's levels are the base values changed by its arm's
-    overrides (``params.json``: ``{"set": overrides, "seed": ...}``), exactly as MLflow has them.
+    ``study.run`` keeps the validated study file in ``study.json`` there (the design and the
+    factors), and each trial's ``params.json`` holds its plan (grid designs: the factor levels
+    it ran at) or Optuna's proposal (the base config changed by ``set``).
     """
     storage = Path(storage)
-    names = sorted(p.name for p in storage.iterdir() if (p / STUDY_FILE).is_file()) if storage.is_dir() else []
+    names = sorted(p.name for p in storage.iterdir() if (p / r.STATE_FILE).is_file()) if storage.is_dir() else []
     name = _pick(study, names, f"Tune folder {storage}")
     folder = storage / name
-    spec = json.loads((folder / STUDY_FILE).read_text())["spec"]
+    spec = json.loads((folder / r.STATE_FILE).read_text())["spec"]
     factors = tuple(sorted({*spec["factors"], *spec["distributions"], *(key for arm in spec["arms"] for key in arm["set"])}))
     records, curves = [], []
-    for result_file in sorted(folder.glob(f"*/{TUNE_RESULT_FILE}")):
+    for result_file in sorted(folder.glob(f"*/{r.TUNE_RESULT_FILE}")):
         rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
         if not rows:
             continue  # started, never reported
@@ -195,21 +181,20 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
         identity = {"trial_id": str(last["trial_id"]), "arm": str(last["arm"]), "seed": int(last["seed"])}
         # A restored trial reports again from its checkpoint's step: the later row wins.
         frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
-        curve = _curve_frame({key: frame[key].astype(float) for key in CURVE_KEYS if key in frame}).assign(**identity)
-        agent = {**spec["agent"], **json.loads((result_file.parent / "params.json").read_text())["set"]}
-        levels: dict[str, str | None] = {factor: _param_text(agent[factor]) for factor in factors}
+        curve = _curve_frame({key: frame[key].astype(float) for key in r.CURVE_KEYS if key in frame}).assign(**identity)
+        params = json.loads((result_file.parent / r.TUNE_PARAMS_FILE).read_text())
+        if PLAN in params:
+            values = TrialPlan.model_validate(params[PLAN]).levels
+        else:
+            values = {**spec["agent"], **params["set"]}
+        levels = {factor: format_value(values[factor]) for factor in factors}
         # Rows before the last carry an empty reason; a trial whose last row has none never
         # finished: it crashed (Tune wrote error.txt) or its driver was stopped.
-        reason = last.get("stop_reason") or ("error" if (result_file.parent / "error.txt").exists() else None)
-        outcome = {"stop_reason": reason, "stop_step": _number(last.get("stop_step"))}
-        records.append(_trial_record(identity, levels, outcome, {}, curve, guard))
+        reason = last.get(r.STOP_REASON) or ("error" if (result_file.parent / "error.txt").exists() else None)
+        outcome = {"stop_reason": reason, "stop_step": _number(last.get(r.STOP_STEP))}
+        records.append(_trial_record(identity, levels, outcome, None, curve, guard))
         curves.append(curve)
     return _results(name, spec["design"], factors, records, curves, str(folder))
-
-
-def _param_text(value: Any) -> str:
-    """A value as study.run writes it into MLflow params (``null`` for None, else ``str``)."""
-    return "null" if value is None else str(value)
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -233,8 +218,8 @@ def _number(value: Any) -> float:
 
 
 def _curve_frame(series: dict[str, pd.Series]) -> pd.DataFrame:
-    """Series keyed by env step -> one frame with every CURVE_KEYS column, sorted by step."""
-    frame = pd.DataFrame(series).reindex(columns=list(CURVE_KEYS)).astype(float)
+    """Series keyed by env step -> one frame with every ``CURVE_KEYS`` column, sorted by step."""
+    frame = pd.DataFrame(series).reindex(columns=list(r.CURVE_KEYS)).astype(float)
     frame.index = frame.index.astype(float)
     return frame.sort_index().rename_axis(m.ENV_STEPS).reset_index()
 
@@ -243,25 +228,17 @@ def _trial_record(
     identity: dict[str, Any],
     levels: dict[str, str | None],
     outcome: dict[str, Any],
-    summary: dict[str, float],
+    summary: r.TrialSummary | None,
     curve: pd.DataFrame,
     guard: GuardConfig | None,
 ) -> dict[str, Any]:
-    """One trial-table row. Summary values the store lacks (a Tune folder; a trial that died
-    before its summary) are derived from the reported curve, as the trial itself would have."""
-    derived = {
-        "env_steps": curve[m.ENV_STEPS].max(),
-        "final_return": _last(curve[m.EVAL_RETURN]),
-        "best_return": _finite(curve[m.EVAL_RETURN]).max(),
-        "max_actor_q": _finite(curve[m.ACTOR_Q_MAX]).max(),
-        "min_actor_q": _finite(curve[m.ACTOR_Q_MIN]).min(),
-        "q_low": _last(curve[Q_LOW]),
-        "q_high": _last(curve[Q_HIGH]),
-    }
-    values = {}
-    for column, fallback in derived.items():
-        stored = summary.get(column, math.nan)
-        values[column] = float(fallback if math.isnan(stored) else stored)
+    """One trial-table row. A trial without a stored summary (a Tune folder; a trial that died
+    before its summary) is summarized from its reported curve, as the driver would have."""
+    if summary is None:
+        series = {key: curve[key].tolist() for key in r.CURVE_KEYS}
+        summary = r.summarize(series, env_steps=int(curve[m.ENV_STEPS].max()) if len(curve) else 0,
+                              stop_reason=outcome["stop_reason"], stop_step=outcome["stop_step"])
+    values = {column: float(getattr(summary, column)) for column in SUMMARY_COLUMNS}
     stop_reason = outcome["stop_reason"]
     if stop_reason in GUARD_STOPS:
         exploded, explosion_step = True, outcome["stop_step"]
@@ -281,16 +258,6 @@ def _trial_record(
     }
 
 
-def _finite(series: pd.Series) -> pd.Series:
-    """The finite values: a trial's summary keeps its extremes and last values over these."""
-    return series[np.isfinite(series.to_numpy(dtype=float))]
-
-
-def _last(series: pd.Series) -> float:
-    finite = _finite(series)
-    return float(finite.iloc[-1]) if len(finite) else math.nan
-
-
 def _results(
     name: str,
     design: str,
@@ -304,7 +271,7 @@ def _results(
     identity = ["trial_id", "arm", "seed"]
     trials = pd.DataFrame(records, columns=[*identity, *factors, *TRIAL_COLUMNS])
     trials = trials.sort_values(["arm", "seed"], key=_arm_sort_key).reset_index(drop=True)
-    columns = [*identity, m.ENV_STEPS, *CURVE_KEYS]
+    columns = [*identity, m.ENV_STEPS, *r.CURVE_KEYS]
     curve_table = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
     return StudyResults(name, design, factors, trials, curve_table, source)
 

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from study.guard import GuardConfig, GuardState, StopReason, actor_q_excess, guard_step
+from study.results import decode_param
 
 BASELINE = "baseline"
 CONFIDENCE = 0.95
@@ -142,20 +143,9 @@ def guard_replay(
 
 
 def parse_level(text: str) -> Any:
-    """A factor level as stored (MLflow params and arm names are text) back to its value.
-
-    Both spellings occur: Python's (``None``, ``True``) and YAML's (``null``, ``true``).
-    """
-    if text in ("None", "null"):
-        return None
-    if text in ("True", "true", "False", "false"):
-        return text in ("True", "true")
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    """A factor level as the trial table spells it (YAML, as in arm names: ``null``, ``true``,
+    ``0.01``, ``[256,256]``, which JSON reads too) back to its value; other text stays text."""
+    return decode_param(text)
 
 
 def _level_key(text: str) -> tuple[int, float, str]:

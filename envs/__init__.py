@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import gymnasium as gym
 from pydantic import BaseModel, ValidationError
 
+from envs.validation import describe_errors
+
 # Short names users type on the command line and in study files.
 DRIVE = "drive"
 CARLA = "carla"
@@ -31,19 +33,7 @@ def parse_settings(model: type[SettingsModel], settings: dict[str, Any], env_lab
     try:
         return model(**settings)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            key = ".".join(str(part) for part in item["loc"])
-            if item["type"] == "extra_forbidden":
-                owner: Any = model  # the (nested) settings model the key was given to
-                for part in item["loc"][:-1]:
-                    owner = owner.model_fields[str(part)].annotation
-                problems.append(f"unknown setting {key!r}; allowed: {', '.join(owner.model_fields)}")
-            elif not key:  # a check across several settings (the model's own validator)
-                problems.append(str(item["ctx"]["error"]))
-            else:
-                problems.append(f"{key}: {item['msg']} (got {item['input']!r})")
-        raise EnvSettingsError(f"{env_label}: " + "; ".join(problems)) from None
+        raise EnvSettingsError(f"{env_label}: " + "; ".join(describe_errors(error, model))) from None
 
 
 def needs_server(name: str) -> bool:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agents import TD3Config
 from study.guard import GuardConfig
+from envs.validation import Location, describe_errors, path_key
 
 
 class ConfigError(ValueError):
@@ -107,24 +108,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> tuple[dict[st
     return data, problems
 
 
-def _user_key(loc: tuple[int | str, ...]) -> str:
-    """The key a user would write for a pydantic error location (agent fields are flat)."""
-    parts = [str(part) for part in loc]
-    if parts and parts[0] == "agent":
-        parts = parts[1:]
-    return ".".join(parts)
-
-
-def format_validation_error(err: ValidationError) -> str:
-    """All of a pydantic error's problems on one line each: key, what is wrong, what was given."""
-    lines = []
-    for problem in err.errors():
-        given = problem.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        message = problem["msg"].removeprefix("Value error, ")
-        where = _user_key(problem["loc"])
-        lines.append(f"{where}: {message}{shown}" if where else message)  # model-level: names its keys
-    return "\n".join(lines)
+def override_key(loc: Location) -> str:
+    """The ``--set`` key for a pydantic error location: TD3 fields are flat (``tau``), the rest dotted."""
+    return path_key(loc[1:] if loc[:1] == ("agent",) else loc)
 
 
 def build_trial_config(data: dict[str, Any], overrides: list[str] | None = None) -> TrialConfig:
@@ -133,7 +119,7 @@ def build_trial_config(data: dict[str, Any], overrides: list[str] | None = None)
     try:
         cfg = TrialConfig.model_validate(merged)
     except ValidationError as err:
-        problems.append(format_validation_error(err))
+        problems += describe_errors(err, TrialConfig, key=override_key)
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg

@@ -1,8 +1,10 @@
 """The metric names: one contract for TensorBoard, Ray Tune and MLflow (see DESIGN.md).
 
-They keep the names the CARLA diagnostics used, so old and new runs compare. Every report carries
-every key (NaN where a value is not available yet): Tune aborts ``fit()`` on a report that lacks
-the scheduler's metric, and a fixed schema keeps MLflow's and TensorBoard's plots aligned.
+They keep the names the CARLA diagnostics used, so old and new runs compare. The agent's metrics
+are named where they are produced (``agents.diagnostics``); the trial loop's are named here. Every
+report carries every key (NaN where a value is not available yet): Tune aborts ``fit()`` on a
+report that lacks the scheduler's metric, and a fixed schema keeps MLflow's and TensorBoard's plots
+aligned.
 """
 
 from __future__ import annotations
@@ -10,58 +12,24 @@ from __future__ import annotations
 import math
 from typing import Any
 
-ENV_STEPS = "env_steps"
-EVAL_RETURN = "eval/return_mean"
-ACTOR_Q_MAX = "debug/actor_q_max"
-ACTOR_Q_MIN = "debug/actor_q_min"
-GUARD_EXCESS = "guard/actor_q_excess"
+from agents.diagnostics import ACTOR_Q_MAX, ACTOR_Q_MEAN, ACTOR_Q_MIN, AGENT_KEYS, Q1_VALUE
+
+__all__ = ["ACTOR_Q_MAX", "ACTOR_Q_MEAN", "ACTOR_Q_MIN", "AGENT_KEYS", "Q1_VALUE"]  # re-exported for the study
+
+ENV_STEPS = "env_steps"  # the time axis of every curve and ASHA's time attribute
+EPISODE_RETURN, EPISODE_LENGTH = "train/episode_return", "train/episode_length"
+EVAL_RETURN, EVAL_RETURN_STD = "eval/return_mean", "eval/return_std"
+Q_LOW, Q_HIGH = "guard/q_low", "guard/q_high"  # the interval every return lies in
+GUARD_EXCESS = "guard/actor_q_excess"  # how far actor-path Q lies outside it, in widths; NaN: not judged
 GUARD_STRIKES = "guard/strikes"  # consecutive offending reports, counted (and checkpointed) by the trial
-
-
-def _stats(prefix: str, names: tuple[str, ...] = ("max", "min", "std")) -> list[str]:
-    return [f"{prefix}_{name}" for name in names]
-
-
-# Produced by the agent's update step (agents.TD3.update(diagnostics=True)).
-AGENT_KEYS: tuple[str, ...] = (
-    "train/actor_loss",
-    "train/critic_loss",
-    "train/q1_value",
-    "train/q2_value",
-    *_stats("debug/q1"),
-    *_stats("debug/q2"),
-    *_stats("debug/target_q", ("mean", "max", "min", "std")),
-    "debug/td_error_q1",
-    "debug/td_error_q2",
-    *_stats("debug/actor_q", ("mean", "max", "min", "std")),
-    *_stats("debug/reward", ("mean", "max", "min", "std")),
-    "debug/done_ratio",
-    "debug/effective_discount",
-    "gradients/actor_cnn_norm",
-    "gradients/actor_mlp_norm",
-    "gradients/critic_cnn_norm",
-    "gradients/critic_mlp_norm",
-    "alerts/gradient_explosion_warning",
-    "alerts/gradient_explosion_critical",
-    "debug/action_gap",
-    "debug/actor_saturation",
-)
+ACTOR_TO_BUFFER_Q = "guard/actor_to_buffer_q_ratio"
+ENV_STEPS_PER_S, UPDATES_PER_S = "perf/env_steps_per_s", "perf/updates_per_s"
 
 # Produced by the trial loop.
 TRIAL_KEYS: tuple[str, ...] = (
-    ENV_STEPS,
-    "train/episode_return",
-    "train/episode_length",
-    EVAL_RETURN,
-    "eval/return_std",
-    "guard/q_low",
-    "guard/q_high",
-    GUARD_EXCESS,
-    GUARD_STRIKES,
-    "guard/actor_to_buffer_q_ratio",
-    "perf/env_steps_per_s",
-    "perf/updates_per_s",
-)
+    ENV_STEPS, EPISODE_RETURN, EPISODE_LENGTH, EVAL_RETURN, EVAL_RETURN_STD, Q_LOW, Q_HIGH, GUARD_EXCESS,
+    GUARD_STRIKES, ACTOR_TO_BUFFER_Q, ENV_STEPS_PER_S, UPDATES_PER_S,
+)  # fmt: skip
 
 REPORT_KEYS: tuple[str, ...] = TRIAL_KEYS + AGENT_KEYS
 

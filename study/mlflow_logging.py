@@ -6,11 +6,12 @@ and a report carries ~50 metrics. So this callback nests runs (study -> arm -> t
 analysis and the MLflow UI compare them) and writes each report with a single ``log_batch``.
 It runs in the driver only: one writer, no SQLite lock fights between trial processes.
 
-Layout (see the results contract): tags ``study.role`` (study | arm | trial), ``arm``, ``seed``,
-``trial_id``, ``stop_reason``, ``stop_step``; params are the factor values under their TD3 names,
-plus, for a trial, ``seed`` and the whole TD3 config as ``agent.<field>``; metrics use the DESIGN.md
-names with ``step=env_steps``; a trial ends with ``summary/*`` metrics and the artifacts
-``config.json`` and ``summary.json``.
+Layout (``study.results``, the results contract): tags ``study.role`` (study | arm | trial),
+``arm``, ``seed``, ``trial_id``, ``stop_reason``, ``stop_step``; params are the factor levels under
+their TD3 names, plus, for a trial, ``seed`` and the whole TD3 config as ``agent.<field>``, as
+JSON text; metrics use the DESIGN.md names with ``step=env_steps``; a trial ends with its
+``summary/*`` metrics (``study.results.summarize``) and the artifacts ``config.json`` and
+``summary.json``.
 
 A resumed study reuses its runs: arms and trials are found again by their tags, so a trial that
 continues from a checkpoint keeps logging into the run that holds its first steps.
@@ -18,7 +19,6 @@ continues from a checkpoint keeps logging into the run that holds its first step
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,21 +29,12 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_B
 from ray import tune
 
 from study import metrics as m
-from study.scheduler import STOP_REASON, STOP_STEP
-from study.spec import StudySpec, TrialPlan, factor_values, plan_of, trial_config
+from study import results as r
+from study.plan import TrialPlan, plan_of
+from study.spec import StudySpec
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
-
-ROLE = "study.role"
-STUDY_RUN = "study.run_id"  # on arm and trial runs: which study run they belong to
-PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
-SUMMARY_KEYS = ("final_return", "best_return", "max_actor_q", "min_actor_q", "q_low", "q_high", "env_steps", "stop_step")
-
-
-def default_tracking_uri(storage: Path) -> str:
-    """A SQLite store beside the Tune folders: ``mlflow ui --backend-store-uri`` opens it as is."""
-    return f"sqlite:///{storage.resolve() / 'mlflow.db'}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,15 +48,15 @@ def report_metrics(result: dict[str, Any], timestamp_ms: int) -> list[Metric]:
     return [Metric(key, float(result[key]), timestamp_ms, step) for key in m.REPORT_KEYS if key in result]
 
 
-def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
-    """``{prefix}.{key}`` -> value as text, nested mappings flattened with dots."""
+def encoded_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
+    """``{prefix}.{key}`` -> the value as JSON text (``r.encode_param``), mappings flattened with dots."""
     flat: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}.{key}" if prefix else key
         if isinstance(value, dict):
-            flat.update(flat_params(name, value))
+            flat.update(encoded_params(name, value))
         else:
-            flat[name] = "null" if value is None else str(value)
+            flat[name] = r.encode_param(value)
     return flat
 
 
@@ -74,65 +65,6 @@ def values_by_step(history: list[Metric]) -> list[float]:
     steps after it: the later value wins, so abandoned steps never reach the summary."""
     latest = {point.step: point.value for point in sorted(history, key=lambda point: point.timestamp)}
     return [latest[step] for step in sorted(latest)]
-
-
-def trial_summary(
-    history: dict[str, list[float]],
-    *,
-    stop_reason: str,
-    stop_step: int,
-    env_steps: int,
-    wall_time_s: float,
-    plan: TrialPlan,
-    config: dict[str, Any],
-) -> dict[str, Any]:
-    """The trial's summary from its logged history (key -> values in step order).
-
-    Computed in the driver because a trial stopped by the scheduler never returns its own.
-    Same keys as ``study.trial.run_trial``'s summary, plus the arm and the ``summary/*`` values.
-    """
-
-    def last(key: str) -> float | None:
-        finite = [v for v in history.get(key, []) if not math.isnan(v)]
-        return finite[-1] if finite else None
-
-    def extreme(key: str, pick: Any) -> float | None:
-        finite = [v for v in history.get(key, []) if math.isfinite(v)]
-        return pick(finite) if finite else None
-
-    q_low, q_high = last("guard/q_low"), last("guard/q_high")
-    return {
-        "env": config["env"],
-        "arm": plan.arm,
-        "seed": plan.seed,
-        "env_steps": env_steps,
-        m.EVAL_RETURN: last(m.EVAL_RETURN),
-        "eval/return_std": last("eval/return_std"),
-        "best_eval_return": extreme(m.EVAL_RETURN, max),
-        "stop_reason": stop_reason,
-        "stop_step": stop_step,
-        "max_actor_q": extreme(m.ACTOR_Q_MAX, max),
-        "min_actor_q": extreme(m.ACTOR_Q_MIN, min),
-        "q_interval": [q_low, q_high] if q_low is not None and q_high is not None else None,
-        "wall_time_s": round(wall_time_s, 3),
-        "config": config,
-    }
-
-
-def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The ``summary/*`` metrics (NaN where the trial never measured the value)."""
-    interval = summary["q_interval"] or [None, None]
-    values = {
-        "final_return": summary[m.EVAL_RETURN],
-        "best_return": summary["best_eval_return"],
-        "max_actor_q": summary["max_actor_q"],
-        "min_actor_q": summary["min_actor_q"],
-        "q_low": interval[0],
-        "q_high": interval[1],
-        "env_steps": summary["env_steps"],
-        "stop_step": summary["stop_step"],
-    }
-    return {f"summary/{key}": math.nan if value is None else float(value) for key, value in values.items()}
 
 
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
@@ -158,9 +90,10 @@ def create_study_run(client: MlflowClient, experiment_id: str, spec: StudySpec, 
     run = client.create_run(
         experiment_id,
         run_name=spec.name + (" (smoke)" if smoke else ""),
-        tags={ROLE: "study", "study.name": spec.name, "study.design": spec.design, "study.smoke": str(smoke).lower()},
+        tags={r.ROLE: "study", r.STUDY_NAME: spec.name, r.STUDY_DESIGN: spec.design, r.STUDY_SMOKE: str(smoke).lower()},
     )
-    params = {"env": spec.env, "steps": str(spec.budget.steps), "design": spec.design, "seeds": str(spec.seeds)}
+    params = {key: r.encode_param(value) for key, value in
+              {"env": spec.env, "steps": spec.budget.steps, "design": spec.design, "seeds": spec.seeds}.items()}
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     return run.info.run_id
 
@@ -176,10 +109,11 @@ class MlflowStudyCallback(tune.Callback):
         self._experiment_id = ""
         self._arm_runs: dict[str, str] = {}
         self._trial_runs: dict[str, str] = {}
+        self._plans: dict[str, TrialPlan] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the experiment; a client and run ids are looked up again.
-        return {**self.__dict__, "_client": None, "_arm_runs": {}, "_trial_runs": {}}
+        return {**self.__dict__, "_client": None, "_arm_runs": {}, "_trial_runs": {}, "_plans": {}}
 
     @property
     def client(self) -> MlflowClient:
@@ -199,11 +133,11 @@ class MlflowStudyCallback(tune.Callback):
         run_id = self._trial_run(trial)
         for batch in _batches(report_metrics(result, _now_ms()), MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=batch)
-        if result.get(STOP_REASON):
-            self._finish(trial, result[STOP_REASON], int(result[STOP_STEP]), result)
+        if result.get(r.STOP_REASON):
+            self._finish(trial, result[r.STOP_REASON], int(result[r.STOP_STEP]), result)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.client.set_tag(self._trial_run(trial), "retries", str(trial.num_failures))
+        self.client.set_tag(self._trial_run(trial), r.RETRIES, str(trial.num_failures))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
@@ -218,44 +152,47 @@ class MlflowStudyCallback(tune.Callback):
     # -- runs ---------------------------------------------------------------------------------
 
     def _find(self, role: str, **tags: str) -> str | None:
-        filters = [f"tags.`{ROLE}` = '{role}'", f"tags.`{STUDY_RUN}` = '{self._study_run_id}'"]
+        filters = [f"tags.`{r.ROLE}` = '{role}'", f"tags.`{r.STUDY_RUN}` = '{self._study_run_id}'"]
         filters += [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
         runs = self.client.search_runs([self._experiment_id], " and ".join(filters), max_results=1)
         return runs[0].info.run_id if runs else None
 
     def _known_runs(self, role: str) -> list[str]:
-        query = f"tags.`{ROLE}` = '{role}' and tags.`{STUDY_RUN}` = '{self._study_run_id}'"
+        query = f"tags.`{r.ROLE}` = '{role}' and tags.`{r.STUDY_RUN}` = '{self._study_run_id}'"
         return [run.info.run_id for run in self.client.search_runs([self._experiment_id], query, max_results=10_000)]
+
+    def _plan(self, trial: Trial) -> TrialPlan:
+        if trial.trial_id not in self._plans:
+            self._plans[trial.trial_id] = plan_of(self._spec, trial.config)
+        return self._plans[trial.trial_id]
 
     def _arm_run(self, plan: TrialPlan) -> str:
         if plan.arm not in self._arm_runs:
-            run_id = self._find("arm", arm=plan.arm)
+            run_id = self._find("arm", **{r.ARM: plan.arm})
             if run_id is None:
-                run_id = self._create(plan.arm, {ROLE: "arm", "arm": plan.arm, PARENT: self._study_run_id})
-                params = flat_params("", factor_values(self._spec, plan.overrides))
-                self._log_params(run_id, params)
+                run_id = self._create(plan.arm, {r.ROLE: "arm", r.ARM: plan.arm, r.PARENT: self._study_run_id})
+                self._log_params(run_id, encoded_params("", plan.levels))
             self._arm_runs[plan.arm] = run_id
         return self._arm_runs[plan.arm]
 
     def _trial_run(self, trial: Trial) -> str:
         if trial.trial_id not in self._trial_runs:
-            plan = plan_of(self._spec, trial.config)
-            run_id = self._find("trial", trial_id=trial.trial_id)
+            plan = self._plan(trial)
+            run_id = self._find("trial", **{r.TRIAL_ID: trial.trial_id})
             if run_id is None:
-                tags = {ROLE: "trial", "arm": plan.arm, "seed": str(plan.seed), "trial_id": trial.trial_id}
-                run_id = self._create(f"{plan.arm} seed={plan.seed}", {**tags, PARENT: self._arm_run(plan)})
-                config = trial_config(self._spec, plan.overrides, plan.seed)
+                tags = {r.ROLE: "trial", r.ARM: plan.arm, r.SEED: str(plan.seed), r.TRIAL_ID: trial.trial_id}
+                run_id = self._create(f"{plan.arm} seed={plan.seed}", {**tags, r.PARENT: self._arm_run(plan)})
                 params = {
-                    **flat_params("", factor_values(self._spec, plan.overrides)),
-                    "seed": str(plan.seed),
-                    **flat_params("agent", config.agent.model_dump(mode="json")),
+                    **encoded_params("", plan.levels),
+                    r.SEED: r.encode_param(plan.seed),
+                    **encoded_params("agent", plan.config.agent.model_dump(mode="json")),
                 }
                 self._log_params(run_id, params)
             self._trial_runs[trial.trial_id] = run_id
         return self._trial_runs[trial.trial_id]
 
     def _create(self, name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self._experiment_id, run_name=name, tags={**tags, STUDY_RUN: self._study_run_id})
+        run = self.client.create_run(self._experiment_id, run_name=name, tags={**tags, r.STUDY_RUN: self._study_run_id})
         return run.info.run_id
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
@@ -264,28 +201,26 @@ class MlflowStudyCallback(tune.Callback):
             self.client.log_batch(run_id, params=batch)
 
     def _finish(self, trial: Trial, reason: str, stop_step: int, result: dict[str, Any]) -> None:
-        """Tags, ``summary/*`` metrics and artifacts of a trial's outcome; the run ends."""
+        """Tags, ``summary/*`` metrics and artifacts of a trial's outcome; the run ends.
+
+        The summary is computed here, in the driver, because a trial stopped by the scheduler
+        never returns its own; from the logged history, so a retried trial's abandoned steps
+        never reach it.
+        """
         run_id = self._trial_run(trial)
-        plan = plan_of(self._spec, trial.config)
-        config = trial_config(self._spec, plan.overrides, plan.seed).model_dump(mode="json")
-        keys = (m.EVAL_RETURN, "eval/return_std", m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, "guard/q_low", "guard/q_high")
-        history = {key: values_by_step(self.client.get_metric_history(run_id, key)) for key in keys}
+        plan = self._plan(trial)
+        history = {key: values_by_step(self.client.get_metric_history(run_id, key)) for key in r.CURVE_KEYS}
         env_steps = int(result.get(m.ENV_STEPS, stop_step) or 0)
-        summary = trial_summary(
-            history,
-            stop_reason=reason,
-            stop_step=stop_step,
-            env_steps=env_steps,
-            wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
-            plan=plan,
-            config=config,
-        )
+        summary = r.summarize(history, env_steps=env_steps, stop_reason=reason, stop_step=stop_step)
         now = _now_ms()
-        metrics = [Metric(key, value, now, env_steps) for key, value in summary_metrics(summary).items()]
-        tags = [RunTag(STOP_REASON, reason), RunTag(STOP_STEP, str(stop_step))]
+        metrics = [Metric(key, value, now, env_steps) for key, value in summary.metrics().items()]
+        tags = [RunTag(r.STOP_REASON, reason), RunTag(r.STOP_STEP, str(stop_step))]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        config = plan.config.model_dump(mode="json")
         self.client.log_dict(run_id, config, "config.json")
-        self.client.log_dict(run_id, summary, "summary.json")
+        wall_time_s = round(float(result.get("time_total_s", 0.0) or 0.0), 3)
+        document = {"arm": plan.arm, "seed": plan.seed, **summary.as_json(), "wall_time_s": wall_time_s, "config": config}
+        self.client.log_dict(run_id, document, "summary.json")
         status = RunStatus.FAILED if reason == "error" else RunStatus.FINISHED
         self.client.set_terminated(run_id, RunStatus.to_string(status))
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -30,14 +31,16 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 from rich.table import Table
 
+from study import metrics as m
+from study import results as r
 from study.guard import GUARD_STOPS
-from study.mlflow_logging import MlflowStudyCallback, create_study_run, default_tracking_uri, open_experiment
+from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
+from study.plan import PLAN, TrialPlan, arms, expand, plan_of
 from study.scheduler import GuardedASHA, StopReasonCallback
-from study.spec import SpecError, StudySpec, arms, load_spec, plan_of
+from study.spec import SpecError, StudySpec, load_spec
 from study.tensorboard_logging import TensorBoardCallback
 from study.trainable import make_trainable
 
-STATE_FILE = "study.json"  # in the Tune folder: the validated spec and the MLflow study run
 PROGRESS_SECONDS = 30.0  # how often the console says where the running trials are
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.space, smoke=args.smoke)
         storage = (args.storage or Path(spec.storage)).resolve()
         state = read_state(storage / spec.name, spec, resume=args.resume)
-        tracking_uri = args.tracking_uri or spec.tracking_uri or default_tracking_uri(storage)
+        tracking_uri = args.tracking_uri or spec.tracking_uri or r.default_tracking_uri(storage)
         if state and state["tracking_uri"] != tracking_uri:
             raise SpecError(f"--resume: the study logs to {state['tracking_uri']}, not {tracking_uri}")
     except SpecError as err:
@@ -82,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nMLflow: {tracking_uri}")
     print(f"Tune results: {storage / spec.name}")
     print(f"TensorBoard: tensorboard --logdir {storage / spec.name}")
-    errors = [o for o in outcomes if o.stop_reason == "error"]
-    unfinished = [o for o in outcomes if not o.stop_reason]
+    errors = [o for o in outcomes if o.summary.stop_reason == "error"]
+    unfinished = [o for o in outcomes if not o.summary.stop_reason]
     if unfinished:
         print(f"{len(unfinished)} trial(s) did not finish: continue with the same command and --resume")
     return 1 if errors or unfinished else 0
@@ -91,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def read_state(experiment_dir: Path, spec: StudySpec, *, resume: bool) -> dict[str, Any]:
     """What an earlier run of this study left (for ``--resume``); refuse to mix two studies."""
-    state_file = experiment_dir / STATE_FILE
+    state_file = experiment_dir / r.STATE_FILE
     if not resume:
         if experiment_dir.exists():
             raise SpecError(f"{experiment_dir} already holds study {spec.name!r}: add --resume to continue it, "
                             "or pass another --storage")
         return {}
     if not state_file.is_file():
-        raise SpecError(f"--resume: no study to continue at {experiment_dir} (no {STATE_FILE})")
+        raise SpecError(f"--resume: no study to continue at {experiment_dir} (no {r.STATE_FILE})")
     state = json.loads(state_file.read_text())
     if state["spec"] != spec.model_dump(mode="json"):
         changed = sorted(k for k, v in spec.model_dump(mode="json").items() if state["spec"].get(k) != v)
@@ -130,7 +133,7 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
         study_run_id = create_study_run(client, experiment_id, spec, smoke=smoke)
         experiment_dir.mkdir(parents=True, exist_ok=True)
         state = {"spec": spec.model_dump(mode="json"), "study_run_id": study_run_id, "tracking_uri": tracking_uri}
-        (experiment_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        (experiment_dir / r.STATE_FILE).write_text(json.dumps(state, indent=2))
 
     trainable = make_trainable(spec)
     if tune.Tuner.can_restore(str(experiment_dir)):
@@ -150,12 +153,13 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric="eval/return_mean",
+            metric=m.EVAL_RETURN,
             mode="max",
             scheduler=scheduler,
             search_alg=search_alg,
             num_samples=num_samples,
             max_concurrent_trials=spec.max_concurrent_trials,
+            trial_dirname_creator=TrialFolders(spec),
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -179,14 +183,8 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
 def search(spec: StudySpec) -> tuple[dict[str, Any], Any, int]:
     """Tune's param space, search algorithm and sample count for the study's design."""
     if spec.design != "optuna":
-        overrides = dict(arms(spec))
-        space = {
-            "arm": tune.grid_search(list(overrides)),
-            "seed": tune.grid_search(spec.seeds),
-            # The arm's settings, resolved from its name, so params.json says what the trial changed.
-            "set": tune.sample_from(lambda config: overrides[config["arm"]]),
-        }
-        return space, None, 1
+        # Each trial's plan, expanded once here: params.json holds it, and every callback reads it.
+        return {PLAN: tune.grid_search([plan.model_dump(mode="json") for plan in expand(spec)])}, None, 1
 
     from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
@@ -203,12 +201,26 @@ def search(spec: StudySpec) -> tuple[dict[str, Any], Any, int]:
     return space, searcher, (spec.num_samples or 1) * len(spec.seeds)
 
 
+class TrialFolders:
+    """Tune's ``trial_dirname_creator``: each trial's folder (and TensorBoard run) named by arm and
+    seed, e.g. ``tau=0.02_seed1_5f3a2_00004``, instead of Tune's ``td3_trial_<id>_<config>``."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        self._spec = spec
+
+    def __call__(self, trial: Any) -> str:
+        plan = plan_of(self._spec, trial.config)
+        arm = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", plan.arm)[:80]
+        return f"{arm}_seed{plan.seed}_{trial.trial_id}"
+
+
 class ConsoleProgress(tune.Callback):
     """A console line per trial outcome as it happens, and every ``PROGRESS_SECONDS`` a line on
     the trials running: plain lines, so a study's log reads the same in a terminal and a file."""
 
     def __init__(self, spec: StudySpec) -> None:
         self._spec = spec
+        self._plans: dict[str, TrialPlan] = {}
         self._latest: dict[str, tuple[int, float]] = {}  # trial id -> (env steps, eval return)
         self._next_progress = time.monotonic() + PROGRESS_SECONDS
 
@@ -219,7 +231,7 @@ class ConsoleProgress(tune.Callback):
         running = []
         for trial in trials:
             if trial.status == "RUNNING" and trial.trial_id in self._latest:
-                plan = plan_of(self._spec, trial.config)
+                plan = self._plan(trial)
                 steps, eval_return = self._latest[trial.trial_id]
                 running.append(f"{plan.arm} seed={plan.seed} {steps}/{self._spec.budget.steps}"
                                + (f" eval {eval_return:.1f}" if math.isfinite(eval_return) else ""))
@@ -227,24 +239,29 @@ class ConsoleProgress(tune.Callback):
         print(f"[{done}/{len(trials)} done] running: {'; '.join(running) or 'starting'}", flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        eval_return = result["eval/return_mean"]  # the latest evaluation, NaN before the first
-        self._latest[trial.trial_id] = (int(result["env_steps"]), eval_return)
-        reason = result.get("stop_reason")
+        eval_return = result[m.EVAL_RETURN]  # the latest evaluation, NaN before the first
+        self._latest[trial.trial_id] = (int(result[m.ENV_STEPS]), eval_return)
+        reason = result.get(r.STOP_REASON)
         if not reason:
             return
-        text = f"{reason} at {int(result['stop_step'])} env steps, " + (
+        text = f"{reason} at {int(result[r.STOP_STEP])} env steps, " + (
             f"eval return {eval_return:.1f}" if math.isfinite(eval_return) else "no evaluation yet"
         )
         if reason in GUARD_STOPS:
-            text += (f", actor-path Q in [{result['debug/actor_q_min']:.3g}, {result['debug/actor_q_max']:.3g}]"
-                     f" against [{result['guard/q_low']:.3g}, {result['guard/q_high']:.3g}]")
+            text += (f", actor-path Q in [{result[m.ACTOR_Q_MIN]:.3g}, {result[m.ACTOR_Q_MAX]:.3g}]"
+                     f" against [{result[m.Q_LOW]:.3g}, {result[m.Q_HIGH]:.3g}]")
         self._line(trials, trial, text)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trials, trial, f"error: {trial.error_file}")
 
+    def _plan(self, trial: Any) -> TrialPlan:
+        if trial.trial_id not in self._plans:
+            self._plans[trial.trial_id] = plan_of(self._spec, trial.config)
+        return self._plans[trial.trial_id]
+
     def _line(self, trials: list, trial: Any, text: str) -> None:
-        plan = plan_of(self._spec, trial.config)
+        plan = self._plan(trial)
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
         print(f"[{done}/{len(trials)}] {plan.arm} seed={plan.seed}: {text}", flush=True)
 
@@ -258,35 +275,25 @@ class ConsoleProgress(tune.Callback):
 class TrialOutcome:
     arm: str
     seed: int
-    env_steps: int
-    final_return: float
-    max_actor_q: float
-    stop_reason: str
-    stop_step: int | None
+    summary: r.TrialSummary
 
 
 def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
-    """One outcome per trial from Tune's ResultGrid (last row, plus the whole history for max Q)."""
+    """One outcome per trial from Tune's ResultGrid: the results contract's summary of its history."""
     outcomes = []
     for result in results:
         plan = plan_of(spec, result.config)
         last = result.metrics or {}
         history = result.metrics_dataframe
-        q_column = "debug/actor_q_max"
-        max_q = float(history[q_column].max()) if history is not None and q_column in history else math.nan
-        reason = "error" if result.error else str(last.get("stop_reason") or "")
-        stop_step = last.get("stop_step")
-        outcomes.append(
-            TrialOutcome(
-                arm=plan.arm,
-                seed=plan.seed,
-                env_steps=int(last.get("env_steps", 0) or 0),
-                final_return=float(last.get("eval/return_mean", math.nan)),
-                max_actor_q=max_q,
-                stop_reason=reason,
-                stop_step=int(stop_step) if stop_step is not None and math.isfinite(stop_step) else None,
-            )
-        )
+        series: dict[str, list[float]] = {}
+        if history is not None and m.ENV_STEPS in history:
+            # A restored trial reports again from its checkpoint's step: the later row wins.
+            rows = history.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
+            series = {key: rows[key].astype(float).tolist() for key in r.CURVE_KEYS if key in rows}
+        reason = "error" if result.error else str(last.get(r.STOP_REASON) or "")
+        summary = r.summarize(series, env_steps=int(last.get(m.ENV_STEPS, 0) or 0), stop_reason=reason,
+                              stop_step=last.get(r.STOP_STEP))
+        outcomes.append(TrialOutcome(arm=plan.arm, seed=plan.seed, summary=summary))
     order = {name: i for i, (name, _) in enumerate(arms(spec))}
     return sorted(outcomes, key=lambda o: (order.get(o.arm, len(order)), o.arm, o.seed))
 
@@ -297,16 +304,17 @@ def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
         table.add_column(column, justify="left" if column in ("arm", "outcome") else "right")
     previous = None
     for o in outcomes:
-        outcome = o.stop_reason or "unfinished"
-        if o.stop_reason in ("asha", *GUARD_STOPS) and o.stop_step is not None:
-            outcome += f" @ {o.stop_step}"
-        style = "red" if o.stop_reason in (*GUARD_STOPS, "error") else None
+        figures = o.summary
+        outcome = figures.stop_reason or "unfinished"
+        if figures.stop_reason in ("asha", *GUARD_STOPS) and figures.stop_step is not None:
+            outcome += f" @ {figures.stop_step}"
+        style = "red" if figures.stop_reason in (*GUARD_STOPS, "error") else None
         table.add_row(
             o.arm if o.arm != previous else "",
             str(o.seed),
-            str(o.env_steps),
-            f"{o.final_return:.1f}",
-            f"{o.max_actor_q:.4g}",
+            str(figures.env_steps),
+            f"{figures.final_return:.1f}",
+            f"{figures.max_actor_q:.4g}",
             outcome,
             style=style,
             end_section=False,

@@ -24,14 +24,13 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from study import metrics as m
 from study.guard import GUARD_STOPS, GuardConfig, verdict
+from study.results import STOP_REASON, STOP_STEP
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment import Trial
 
 Outcome = Literal["completed", "asha", "q_explosion", "non_finite", "error"]
-STOP_REASON = "stop_reason"
-STOP_STEP = "stop_step"
 
 
 @dataclass(frozen=True)

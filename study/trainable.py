@@ -26,7 +26,8 @@ import ray
 from ray import tune
 
 from study import metrics as m
-from study.spec import StudySpec, plan_of, trial_config
+from study.plan import plan_of
+from study.spec import StudySpec
 from study.trial import run_trial
 
 
@@ -49,7 +50,7 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
         # Ray logs every persisted checkpoint at INFO, from every trial: keep warnings only.
         logging.getLogger("ray.train").setLevel(logging.WARNING)
         plan = plan_of(spec, config)
-        cfg = trial_config(spec, plan.overrides, plan.seed)
+        cfg = plan.config
         checkpoint = tune.get_checkpoint()
         resumed = checkpoint is not None
         fail_at = spec.fault_injection.fail_at_step if spec.fault_injection else None

@@ -31,6 +31,7 @@ from study import metrics as m
 from study.config import TrialConfig
 from study.episode import TrainingEpisode, resume_episode, rng_state, set_rng_state
 from study.guard import GuardState, StopReason, actor_q_excess, guard_step, q_interval
+from study.results import CURVE_KEYS, summarize
 
 OnReport = Callable[[dict[str, float], Path | None], None]
 
@@ -51,10 +52,7 @@ class TrialState:
     episode_length: float = math.nan
     eval_return_mean: float = math.nan
     eval_return_std: float = math.nan
-    best_eval_return: float = -math.inf
-    max_actor_q: float = -math.inf
-    min_actor_q: float = math.inf
-    q_interval: tuple[float, float] | None = None
+    history: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key in CURVE_KEYS})  # per report
     guard_strikes: int = 0
     guard_reason: StopReason | None = None
     stop_reason: StopReason | None = None
@@ -77,10 +75,7 @@ class TrialState:
 
     @classmethod
     def load(cls, path: Path) -> TrialState:
-        data = json.loads(path.read_text())
-        if data.get("q_interval") is not None:
-            data["q_interval"] = tuple(data["q_interval"])
-        return cls(**data)
+        return cls(**json.loads(path.read_text()))
 
 
 def run_trial(
@@ -182,6 +177,8 @@ def run_trial(
             # The agent reports no actor-path Q before its first actor step, nor on a step with no
             # update (a resumed buffer-less checkpoint refilling): nothing to judge then.
             guard_stop = _apply_guard(state, report, interval, m.ACTOR_Q_MAX in agent_metrics, cfg)
+            for key, series in state.history.items():
+                series.append(report[key])
             stopping = guard_stop is not None and stop_on_guard
             if stopping:
                 state.stop_reason, state.stop_step = guard_stop, step
@@ -249,14 +246,13 @@ class _RateWindow:
     def finish(self, agent: TD3) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.time, 1e-9)
         return {
-            "perf/env_steps_per_s": (agent.env_steps - self.env_steps) / elapsed,
-            "perf/updates_per_s": (agent.updates - self.updates) / elapsed,
+            m.ENV_STEPS_PER_S: (agent.env_steps - self.env_steps) / elapsed,
+            m.UPDATES_PER_S: (agent.updates - self.updates) / elapsed,
         }
 
 
 def _record_eval(state: TrialState, mean: float, std: float) -> None:
     state.eval_return_mean, state.eval_return_std = mean, std
-    state.best_eval_return = max(state.best_eval_return, mean)
 
 
 def _build_report(
@@ -272,10 +268,10 @@ def _build_report(
         **agent_metrics,
         **rates,
         m.ENV_STEPS: step,
-        "train/episode_return": state.episode_return,
-        "train/episode_length": state.episode_length,
+        m.EPISODE_RETURN: state.episode_return,
+        m.EPISODE_LENGTH: state.episode_length,
         m.EVAL_RETURN: state.eval_return_mean,
-        "eval/return_std": state.eval_return_std,
+        m.EVAL_RETURN_STD: state.eval_return_std,
     }
     return m.complete_report(values)
 
@@ -295,16 +291,11 @@ def _apply_guard(
     the Ray scheduler judges each report by the trial's own count, also after a retry or resume.
     """
     q_max, q_min = report[m.ACTOR_Q_MAX], report[m.ACTOR_Q_MIN]
-    if math.isfinite(q_max):
-        state.max_actor_q = max(state.max_actor_q, q_max)
-    if math.isfinite(q_min):
-        state.min_actor_q = min(state.min_actor_q, q_min)
-    buffer_q = report["train/q1_value"]
+    buffer_q = report[m.Q1_VALUE]
     if buffer_q and math.isfinite(buffer_q):
-        report["guard/actor_to_buffer_q_ratio"] = report["debug/actor_q_mean"] / buffer_q
+        report[m.ACTOR_TO_BUFFER_Q] = report[m.ACTOR_Q_MEAN] / buffer_q
     if interval is not None:
-        state.q_interval = interval
-        report["guard/q_low"], report["guard/q_high"] = interval
+        report[m.Q_LOW], report[m.Q_HIGH] = interval
         if actor_q_measured:
             report[m.GUARD_EXCESS] = actor_q_excess(q_max, q_min, interval)
     state.guard, verdict = guard_step(state.guard, report[m.GUARD_EXCESS], cfg.guard)
@@ -349,32 +340,28 @@ def _log_tensorboard(writer: SummaryWriter | None, report: dict[str, float], ste
 
 def _progress_postfix(report: dict[str, float]) -> dict[str, str]:
     return {
-        "return": f"{report['train/episode_return']:.1f}",
+        "return": f"{report[m.EPISODE_RETURN]:.1f}",
         "eval": f"{report[m.EVAL_RETURN]:.1f}",
         "actor_q_max": f"{report[m.ACTOR_Q_MAX]:.3g}",
-        "q_high": f"{report['guard/q_high']:.3g}",
+        "q_high": f"{report[m.Q_HIGH]:.3g}",
     }
 
 
 def _summary(
     state: TrialState, agent: TD3, declared_range: tuple[float, float] | None, cfg: TrialConfig
 ) -> dict[str, Any]:
-    def finite_or_none(value: float) -> float | None:
-        return value if math.isfinite(value) else None
-
+    """summary.json: the trial's ``TrialSummary`` (the results contract's), and what else it knows."""
+    figures = summarize(
+        state.history,
+        env_steps=agent.env_steps,
+        stop_reason=state.stop_reason or ("completed" if agent.env_steps >= cfg.steps else None),
+        stop_step=state.stop_step,
+    )
     seen_range = agent.reward_range_seen
     return {
         "env": cfg.env,
         "seed": cfg.seed,
-        "env_steps": agent.env_steps,
-        m.EVAL_RETURN: finite_or_none(state.eval_return_mean),
-        "eval/return_std": finite_or_none(state.eval_return_std),
-        "best_eval_return": finite_or_none(state.best_eval_return),
-        "stop_reason": state.stop_reason,
-        "stop_step": state.stop_step,
-        "max_actor_q": finite_or_none(state.max_actor_q),
-        "min_actor_q": finite_or_none(state.min_actor_q),
-        "q_interval": list(state.q_interval) if state.q_interval else None,
+        **figures.as_json(),
         "reward_range_declared": list(declared_range) if declared_range else None,
         "reward_range_seen": list(seen_range) if seen_range else None,
         "episodes": state.episodes,

@@ -156,9 +156,9 @@ def test_q_ratio_and_excess() -> None:
 
 
 def test_level_and_arm_order() -> None:
-    assert tables.level_order(["1.0", "None", "0.01", "coupled", "0.01"]) == ["None", "0.01", "1.0", "coupled"]
+    assert tables.level_order(["1.0", "null", "0.01", "coupled", "0.01"]) == ["null", "0.01", "1.0", "coupled"]
     assert tables.arm_order(["tau=1.0", "baseline", "critic_l2=0.01"]) == ["baseline", "critic_l2=0.01", "tau=1.0"]
-    assert tables.parse_level("None") is None and tables.parse_level("3") == 3 and tables.parse_level("x") == "x"
+    assert tables.parse_level("null") is None and tables.parse_level("3") == 3 and tables.parse_level("x") == "x"
 
 
 def _optuna_trials() -> pd.DataFrame:
@@ -167,11 +167,11 @@ def _optuna_trials() -> pd.DataFrame:
     rows = []
     for i in range(40):
         tau = float(rng.uniform(0.001, 0.05))
-        clip = str(rng.choice(["None", "1.0"]))
+        clip = str(rng.choice(["null", "1.0"]))
         l2 = float(rng.uniform(0.0, 0.1))
         rows.append(
             {"arm": f"t{i}", "tau": str(tau), "reward_clip": clip, "critic_l2": str(l2), "final_return": 1000 * tau,
-             "exploded": clip == "None", "best_return": 1000 * tau, "max_actor_q": 1.0}
+             "exploded": clip == "null", "best_return": 1000 * tau, "max_actor_q": 1.0}
         )
     return trials_frame(rows)
 
@@ -188,6 +188,6 @@ def test_param_importances_find_the_factor_that_matters() -> None:
 def test_best_configs_rank_bounded_trials_by_return() -> None:
     trials = _optuna_trials()
     best = tables.best_configs(trials, ["tau", "reward_clip"], k=3)
-    assert len(best) == 3 and not (best["reward_clip"] == "None").any()
+    assert len(best) == 3 and not (best["reward_clip"] == "null").any()
     assert best["final_return"].is_monotonic_decreasing
     assert best["final_return"].iloc[0] == trials.loc[~trials["exploded"], "final_return"].max()

@@ -190,11 +190,11 @@ def test_gap_ahead_sees_the_nearest_npc_in_the_ego_lane():
 
 
 def test_bad_settings_fail_with_one_clear_error():
-    with pytest.raises(EnvSettingsError, match=r"unknown setting 'n_npc'; allowed: n_npcs"):
+    with pytest.raises(EnvSettingsError, match=r"n_npc: unknown key; allowed: n_npcs"):
         gymnasium.make("Drive-v0", n_npc=5)
     with pytest.raises(EnvSettingsError, match=r"observation: Input should be 'image' or 'vector'"):
         DriveEnv(observation="rgb")
-    with pytest.raises(EnvSettingsError, match=r"unknown setting 'reward.colision'; allowed: efficiency_weight"):
+    with pytest.raises(EnvSettingsError, match=r"reward.colision: unknown key; allowed: efficiency_weight"):
         DriveEnv(reward={"colision": 1.0})
     with pytest.raises(EnvSettingsError, match=r"n_npcs=500 does not fit"):
         DriveEnv(n_npcs=500)

@@ -20,15 +20,14 @@ from study import metrics as m
 from study.mlflow_logging import (
     MlflowStudyCallback,
     create_study_run,
-    default_tracking_uri,
-    flat_params,
+    encoded_params,
     open_experiment,
     report_metrics,
-    summary_metrics,
-    trial_summary,
     values_by_step,
 )
-from study.spec import TrialPlan, validate_spec
+from study.plan import PLAN, expand
+from study.results import default_tracking_uri
+from study.spec import validate_spec
 
 SPEC = validate_spec(
     {
@@ -41,6 +40,15 @@ SPEC = validate_spec(
         "scheduler": {"grace_period": 1_000},
     }
 )
+
+
+PLANS = {(plan.arm, plan.seed): plan for plan in expand(SPEC)}
+
+
+def make_trial(arm: str, seed: int, trial_id: str) -> Trial:
+    """A Tune trial of SPEC as study.run makes it: its plan in its config."""
+    config = {PLAN: PLANS[arm, seed].model_dump(mode="json")}
+    return Trial("td3_trial", config=config, trial_id=trial_id, stub=True)
 
 
 class CountingClient(MlflowClient):
@@ -90,9 +98,9 @@ def test_report_metrics_take_every_design_metric_at_env_steps_and_nothing_else()
     assert next(x.value for x in metrics if x.key == m.EVAL_RETURN) == -150.0
 
 
-def test_flat_params_spell_nested_values_with_dots() -> None:
-    assert flat_params("agent", {"tau": 0.01, "reward_clip": None, "hidden_sizes": [64, 64], "sub": {"a": 1}}) == {
-        "agent.tau": "0.01", "agent.reward_clip": "null", "agent.hidden_sizes": "[64, 64]", "agent.sub.a": "1",
+def test_params_are_json_with_nested_keys_joined_by_dots() -> None:
+    assert encoded_params("agent", {"tau": 0.01, "reward_clip": None, "hidden_sizes": (64, 64), "sub": {"a": True}}) == {
+        "agent.tau": "0.01", "agent.reward_clip": "null", "agent.hidden_sizes": "[64, 64]", "agent.sub.a": "true",
     }
 
 
@@ -104,33 +112,13 @@ def test_a_step_logged_again_after_a_retry_counts_with_its_later_value() -> None
     assert values_by_step(history) == [5.0, 6.0, 7.0]
 
 
-def test_trial_summary_reads_the_history_and_ignores_nan_and_infinite_values() -> None:
-    history = {
-        m.EVAL_RETURN: [math.nan, -900.0, -300.0, -400.0],
-        m.ACTOR_Q_MAX: [1.0, 7.0, math.inf, 3.0],
-        m.ACTOR_Q_MIN: [-5.0, -2_000.0, -math.inf],
-        "guard/q_low": [-1_600.0], "guard/q_high": [0.0],
-    }
-    plan = TrialPlan("tau=1.0", {"tau": 1.0}, 1)
-    summary = trial_summary(history, stop_reason="q_explosion", stop_step=1_500, env_steps=1_500,
-                            wall_time_s=12.3456, plan=plan, config={"env": "Pendulum-v1"})
-    assert summary[m.EVAL_RETURN] == -400.0 and summary["best_eval_return"] == -300.0
-    assert (summary["max_actor_q"], summary["min_actor_q"]) == (7.0, -2_000.0)
-    assert summary["q_interval"] == [-1_600.0, 0.0] and summary["eval/return_std"] is None
-    assert (summary["arm"], summary["seed"], summary["wall_time_s"]) == ("tau=1.0", 1, 12.346)
-    metrics = summary_metrics(summary)
-    assert metrics["summary/final_return"] == -400.0 and metrics["summary/stop_step"] == 1_500
-    assert set(metrics) == {f"summary/{k}" for k in ("final_return", "best_return", "max_actor_q", "min_actor_q",
-                                                      "q_low", "q_high", "env_steps", "stop_step")}
-
-
 def test_trials_nest_under_their_arm_under_the_study_with_params_and_tags(store: tuple[str, MlflowClient, str]) -> None:
     uri, client, study_run_id = store
     callback = make_callback(uri, study_run_id)
-    trials = [Trial("td3_trial", config={"arm": "tau=1.0", "seed": s}, trial_id=f"t{s}", stub=True) for s in (0, 1)]
-    trials.append(Trial("td3_trial", config={"arm": "baseline", "seed": 0}, trial_id="b0", stub=True))
-    for trial in trials:
-        callback.on_trial_start(iteration=0, trials=trials, trial=trial)
+    trials = [make_trial("tau=1.0", s, f"t{s}") for s in (0, 1)]
+    trials.append(make_trial("baseline", 0, "b0"))
+    for started in trials:
+        callback.on_trial_start(iteration=0, trials=trials, trial=started)
 
     arms = {run.data.tags["arm"]: run for run in runs_by_role(client, study_run_id, "arm")}
     assert set(arms) == {"tau=1.0", "baseline"}
@@ -142,13 +130,14 @@ def test_trials_nest_under_their_arm_under_the_study_with_params_and_tags(store:
     assert {run.data.tags["mlflow.parentRunId"] for run in runaway} == {arms["tau=1.0"].info.run_id}
     params = runaway[0].data.params
     assert params["tau"] == "1.0" and params["agent.tau"] == "1.0" and params["agent.batch_size"] == "256"
+    assert params["agent.reward_clip"] == "null" and params["agent.hidden_sizes"] == "[256, 256]"  # JSON
     assert "seed" in params and "agent.critic_l2" in params
 
 
 def test_each_report_is_one_batched_write_and_the_outcome_ends_the_run(store: tuple[str, MlflowClient, str]) -> None:
     uri, client, study_run_id = store
     callback = make_callback(uri, study_run_id)
-    trial = Trial("td3_trial", config={"arm": "tau=1.0", "seed": 0}, trial_id="t0", stub=True)
+    trial = make_trial("tau=1.0", 0, "t0")
     callback.on_trial_start(iteration=0, trials=[trial], trial=trial)
     CountingClient.calls.clear()
     callback.on_trial_result(iteration=1, trials=[trial], trial=trial,
@@ -173,7 +162,7 @@ def test_each_report_is_one_batched_write_and_the_outcome_ends_the_run(store: tu
 def test_an_errored_trial_is_filed_as_error_and_failed(store: tuple[str, MlflowClient, str]) -> None:
     uri, client, study_run_id = store
     callback = make_callback(uri, study_run_id)
-    trial = Trial("td3_trial", config={"arm": "baseline", "seed": 1}, trial_id="e1", stub=True)
+    trial = make_trial("baseline", 1, "e1")
     callback.on_trial_start(iteration=0, trials=[trial], trial=trial)
     callback.on_trial_error(iteration=1, trials=[trial], trial=trial)
     (run,) = runs_by_role(client, study_run_id, "trial")
@@ -183,7 +172,7 @@ def test_an_errored_trial_is_filed_as_error_and_failed(store: tuple[str, MlflowC
 def test_a_restored_callback_keeps_logging_into_the_runs_it_made(store: tuple[str, MlflowClient, str]) -> None:
     uri, client, study_run_id = store
     callback = make_callback(uri, study_run_id)
-    trial = Trial("td3_trial", config={"arm": "baseline", "seed": 0}, trial_id="r0", stub=True)
+    trial = make_trial("baseline", 0, "r0")
     callback.on_trial_result(iteration=1, trials=[trial], trial=trial, result=report(500))
     # Tune pickles callbacks with the experiment; a resumed driver unpickles a fresh copy.
     restored = pickle.loads(pickle.dumps(callback))

@@ -22,7 +22,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from study.run import main
-from study.spec import expand, load_spec
+from study.plan import expand
+from study.spec import load_spec
 from tests.support.study_cli import run_cli, study_cli, trial_runs
 
 # A small Pendulum study for the failure paths: tiny networks, two trials, checkpoints often.

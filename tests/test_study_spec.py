@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from study.spec import (
-    SEARCH_SPACES,
-    TRIAL_INDEX,
-    SpecError,
-    TrialPlan,
-    apply_smoke,
-    arm_name,
-    arms,
-    expand,
-    factor_values,
-    load_spec,
-    plan_of,
-    trial_config,
-    validate_spec,
-)
+from study.plan import PLAN, TRIAL_INDEX, arm_name, arms, expand, make_plan, plan_of
+from study.spec import SEARCH_SPACES, SpecError, apply_smoke, load_spec, validate_spec
 
 BASE: dict[str, Any] = {
     "name": "unit",
@@ -94,27 +82,33 @@ def test_factorial_is_every_combination_named_by_what_differs_from_the_base() ->
     ]
 
 
-def test_arm_params_hold_every_varied_field_with_base_values_where_the_arm_keeps_them() -> None:
+def test_a_plan_holds_every_varied_field_with_base_values_where_the_arm_keeps_them() -> None:
     spec = validate_spec(BASE)
-    assert factor_values(spec, {"tau": 1.0}) == {
+    assert make_plan(spec, "tau=1.0", {"tau": 1.0}, 0).levels == {
         "critic_l2": 0.0, "tau": 1.0, "critic_weight_decay": 0.0, "weight_decay_mode": "coupled",
         "clipped_double_q": True, "policy_delay": 2,
     }
 
 
-def test_trial_config_applies_the_arm_seed_budget_and_one_thread_per_cpu() -> None:
-    cfg = trial_config(validate_spec(BASE), {"tau": 0.02}, seed=1)
+def test_a_plans_config_applies_the_arm_seed_budget_and_one_thread_per_cpu() -> None:
+    cfg = make_plan(validate_spec(BASE), "tau=0.02", {"tau": 0.02}, seed=1).config
     assert (cfg.agent.tau, cfg.agent.learning_starts, cfg.seed, cfg.steps) == (0.02, 500, 1, 4_000)
     assert cfg.torch_threads == 1 and cfg.env == "Pendulum-v1"
 
 
-def test_plan_of_reads_grid_configs_and_optuna_repeats() -> None:
+def test_plans_travel_as_json_and_read_back_equal() -> None:
     spec = validate_spec(BASE)
-    assert plan_of(spec, {"arm": "no_target_ddpg", "seed": 1}) == TrialPlan(
-        "no_target_ddpg", {"tau": 1.0, "clipped_double_q": False, "policy_delay": 1}, 1
-    )
+    plan = next(p for p in expand(spec) if p.arm == "no_target_ddpg" and p.seed == 1)
+    assert plan.overrides == {"tau": 1.0, "clipped_double_q": False, "policy_delay": 1}
+    assert plan.config.agent.tau == 1.0 and plan.config.seed == 1
+    carried = json.loads(json.dumps({PLAN: plan.model_dump(mode="json")}))  # as Tune's params.json holds it
+    assert plan_of(spec, carried) == plan
+
+
+def test_an_optuna_proposal_becomes_a_plan_per_seed() -> None:
+    spec = validate_spec(BASE)
     plan = plan_of(spec, {"set": {"tau": 0.0123456}, TRIAL_INDEX: 1})
-    assert (plan.arm, plan.seed) == ("tau=0.01235", 1)
+    assert (plan.arm, plan.seed, plan.config.agent.tau) == ("tau=0.01235", 1, 0.0123456)
 
 
 def test_arm_names_spell_values_as_yaml() -> None:

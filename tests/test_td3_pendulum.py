@@ -22,8 +22,8 @@ def _train(seed: int, out: Path) -> dict:
 def test_td3_defaults_reach_minus_300_on_pendulum_in_4_of_5_seeds(tmp_path: Path) -> None:
     with ProcessPoolExecutor(max_workers=2) as pool:
         summaries = list(pool.map(_train, SEEDS, [tmp_path] * len(SEEDS)))
-    returns = [summary["eval/return_mean"] for summary in summaries]
+    returns = [summary["final_return"] for summary in summaries]
     print("eval/return_mean per seed:", [round(value, 1) for value in returns])
     assert sum(value >= -300 for value in returns) >= 4, returns
     # Healthy runs: the guard must not have stopped any of them.
-    assert [summary["stop_reason"] for summary in summaries] == [None] * len(SEEDS)
+    assert [summary["stop_reason"] for summary in summaries] == ["completed"] * len(SEEDS)

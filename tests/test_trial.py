@@ -47,7 +47,7 @@ def test_a_report_before_the_first_actor_step_is_not_judged(tmp_path: Path) -> N
     assert first[m.ENV_STEPS] == 1_000 and math.isfinite(first["train/critic_loss"])
     assert math.isnan(first[m.ACTOR_Q_MAX]) and math.isnan(first[m.GUARD_EXCESS])
     assert first[m.GUARD_STRIKES] == 0
-    assert summary["stop_reason"] is None and summary["env_steps"] == 1_500
+    assert summary["stop_reason"] == "completed" and summary["env_steps"] == 1_500
     assert math.isfinite(reports[-1][m.GUARD_EXCESS])  # judged once the actor has stepped
 
 
@@ -59,7 +59,7 @@ def test_evaluation_changes_neither_the_training_episodes_nor_their_randomness(t
     settings = {"observation": "vector", "n_npcs": 5}
     often, _ = collect(trial("drive", 2_000, "eval_every=500", env_settings=settings), tmp_path / "often")
     once, _ = collect(trial("drive", 2_000, "eval_every=2000", env_settings=settings), tmp_path / "once")
-    for key in ("episodes", "max_actor_q", "min_actor_q", m.EVAL_RETURN, "reward_range_seen"):
+    for key in ("episodes", "max_actor_q", "min_actor_q", "final_return", "reward_range_seen"):
         assert often[key] == once[key], key
 
 

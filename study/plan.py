@@ -1,0 +1,129 @@
+"""A study's trials, each expanded once into a typed, serializable ``TrialPlan``.
+
+A plan holds everything a trial is: its arm (name and the TD3 settings it changes), its seed, the
+value of every factor the study varies, and the full, validated ``TrialConfig`` the trial runs.
+Grid designs carry the plans themselves in Tune's param space, so the trainable, the scheduler's
+callbacks, MLflow, the console and the analysis (``params.json``) all read the same value and
+nothing expands an arm's name again.
+
+Designs:
+
+- ``factorial``: every combination of the listed factor levels, plus any extra ``arms``.
+- ``one_at_a_time``: the baseline (the base ``agent`` config) plus each factor's other levels
+  alone, plus any extra ``arms`` (settings that only make sense together, e.g. weight decay with
+  its mode, or a known-bad configuration kept as a control).
+- ``optuna``: Optuna proposes the settings through Ray Tune; each proposal becomes a plan once,
+  in ``plan_of``, as its trial starts.
+
+An arm is named by what it changes from the base config: ``baseline``, ``tau=1.0`` or
+``critic_weight_decay=0.01,weight_decay_mode=decoupled``, values spelled as in YAML.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from study.config import TrialConfig
+
+if TYPE_CHECKING:
+    from study.spec import StudySpec
+
+BASELINE = "baseline"
+PLAN = "plan"  # the key of a grid trial's plan in its Tune config
+TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX, without importing Ray here
+
+
+class TrialPlan(BaseModel):
+    """One trial: arm, seed, the factor levels it runs at, and its resolved config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arm: str
+    seed: int
+    overrides: dict[str, Any]  # the TD3 settings the arm changes in the base config
+    levels: dict[str, Any]  # the value of every factor the study varies, base values included
+    regime: str | None = None  # a named base configuration the arm is applied to (none yet)
+    config: TrialConfig
+
+
+def arms(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
+    """The grid designs' arms, in study-file order, each as (name, overrides of the base config)."""
+    base = spec.agent.model_dump()
+    if spec.design == "factorial":
+        names = list(spec.factors)
+        combos = [dict(zip(names, values)) for values in itertools.product(*spec.factors.values())]
+        changed = [{k: v for k, v in combo.items() if v != base[k]} for combo in combos]
+    elif spec.design == "one_at_a_time":
+        changed = [{}] + [{name: level} for name, levels in spec.factors.items() for level in levels if level != base[name]]
+    else:
+        return []
+    named = [(arm_name(overrides), overrides) for overrides in changed]
+    return named + [(arm.name or arm_name(arm.set), dict(arm.set)) for arm in spec.arms]
+
+
+def expand(spec: StudySpec) -> list[TrialPlan]:
+    """Every (arm, seed) trial of a grid design, arm by arm."""
+    return [make_plan(spec, name, overrides, seed) for name, overrides in arms(spec) for seed in spec.seeds]
+
+
+def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int) -> TrialPlan:
+    """The plan of one arm and seed: the base config changed by the arm, the study's budget."""
+    agent = {**spec.agent.model_dump(), **overrides}
+    config = TrialConfig.model_validate(
+        {
+            "env": spec.env,
+            "env_settings": spec.env_settings,
+            "agent": agent,
+            "seed": seed,
+            **spec.budget.model_dump(),
+            "guard": spec.guard.model_dump(),
+            "device": spec.device,
+            "torch_threads": max(1, math.floor(spec.resources.cpu)),
+        }
+    )
+    levels = {name: agent[name] for name in factor_names(spec)}
+    return TrialPlan(arm=arm, seed=seed, overrides=overrides, levels=levels, config=config)
+
+
+def plan_of(spec: StudySpec, config: dict[str, Any]) -> TrialPlan:
+    """The plan of a Tune trial from its config.
+
+    Grid designs carry the plan (``{"plan": ...}``). Optuna proposes ``{"set": overrides}`` and
+    Tune's ``Repeater`` runs each proposal once per seed, numbering the copies in ``TRIAL_INDEX``.
+    """
+    if PLAN in config:
+        return TrialPlan.model_validate(config[PLAN])
+    overrides = dict(config["set"])
+    return make_plan(spec, arm_name(overrides), overrides, int(spec.seeds[config[TRIAL_INDEX]]))
+
+
+def arm_name(overrides: dict[str, Any]) -> str:
+    """``baseline``, or ``key=value`` pairs in the order given: the arm's name everywhere."""
+    if not overrides:
+        return BASELINE
+    return ",".join(f"{key}={format_value(value)}" for key, value in overrides.items())
+
+
+def format_value(value: Any) -> str:
+    """YAML spelling (null, true, 0.01); floats from a search rounded to 4 significant digits."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        short = f"{value:.4g}"
+        return repr(value) if float(short) == value else short
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def factor_names(spec: StudySpec) -> list[str]:
+    """Every TD3 field the study varies anywhere: the arm runs' and trials' params."""
+    names = list(spec.factors) + list(spec.distributions)
+    names += [key for arm in spec.arms for key in arm.set]
+    return list(dict.fromkeys(names))

@@ -1,0 +1,133 @@
+"""The results contract: what a study writes and the analysis reads, declared once for both.
+
+File names, MLflow tags and the encoding of parameters live here, and so does a trial's summary,
+computed by one pure function from the trial's reported history. ``study.trial`` (summary.json),
+the driver's MLflow callback (``summary/*`` metrics), the console table of ``study.run`` and
+``analysis.load`` all call ``summarize``, so their figures agree by construction.
+
+Layout:
+
+- ``<storage>/<study>/study.json``: the validated study file and the MLflow study run's id;
+  Tune's folders beside it (``params.json`` holds each trial's plan, ``result.json`` its reports).
+- MLflow (``sqlite:///<storage>/mlflow.db`` by default): a run per study, a nested run per arm,
+  a nested run per seed, told apart by the tag ``study.role``; arm and seed runs carry the tags
+  ``arm``, ``seed``, ``trial_id``, ``stop_reason``, ``stop_step``, and parameters as JSON text
+  (``null``, ``true``, ``0.01``, ``[256, 256]``) that ``decode_param`` reads back as the values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from study import metrics as m
+
+STATE_FILE = "study.json"  # in the Tune folder: the validated spec and the MLflow study run
+MLFLOW_DB = "mlflow.db"
+TUNE_RESULT_FILE = "result.json"
+TUNE_PARAMS_FILE = "params.json"
+
+# MLflow tags
+ROLE = "study.role"  # study | arm | trial
+STUDY_RUN = "study.run_id"  # on arm and trial runs: the study run they belong to
+PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
+STUDY_NAME, STUDY_DESIGN, STUDY_SMOKE = "study.name", "study.design", "study.smoke"
+ARM, SEED, TRIAL_ID, RETRIES = "arm", "seed", "trial_id", "retries"
+STOP_REASON, STOP_STEP = "stop_reason", "stop_step"  # also columns of Tune's result rows
+
+SUMMARY_PREFIX = "summary/"
+# The reported series a summary (and the analysis' curves) are computed from.
+CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.EVAL_RETURN_STD, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, m.Q_LOW, m.Q_HIGH,
+                               m.GUARD_EXCESS)  # fmt: skip
+
+
+def default_tracking_uri(storage: Path | str) -> str:
+    """A SQLite store beside the Tune folders: ``mlflow ui --backend-store-uri`` opens it as is."""
+    return f"sqlite:///{Path(storage).resolve() / MLFLOW_DB}"
+
+
+def encode_param(value: Any) -> str:
+    """A parameter as MLflow text that reads back as the value it was (JSON)."""
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def decode_param(text: str | None) -> Any:
+    """The value ``encode_param`` wrote (text that is not JSON stays text)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """One trial's figures. NaN (None for the stop) where the trial never measured the value."""
+
+    env_steps: int
+    final_return: float  # the last evaluation's mean return
+    final_return_std: float
+    best_return: float  # the best evaluation's mean return
+    max_actor_q: float  # the largest (smallest) batch actor-path Q the trial reported
+    min_actor_q: float
+    q_low: float  # the guard's interval at the last report
+    q_high: float
+    stop_reason: str | None  # completed | asha | q_explosion | non_finite | error; None: running
+    stop_step: int | None
+
+    def metrics(self) -> dict[str, float]:
+        """The ``summary/*`` metrics of an MLflow trial run (the stop goes into tags)."""
+        values = {key: value for key, value in asdict(self).items() if key not in (STOP_REASON, STOP_STEP)}
+        return {SUMMARY_PREFIX + key: float(value) for key, value in values.items()}
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain values for summary.json: None where NaN."""
+        return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in asdict(self).items()}
+
+
+def summarize(
+    history: Mapping[str, Sequence[float]], *, env_steps: int, stop_reason: str | None, stop_step: int | None
+) -> TrialSummary:
+    """A trial's summary from its reported series (``CURVE_KEYS`` -> values in step order, each step
+    once: after a retry or resume the later report of a step is the one kept)."""
+
+    def finite(key: str) -> list[float]:
+        return [v for v in history.get(key, []) if math.isfinite(v)]
+
+    def last(key: str) -> float:
+        values = finite(key)
+        return values[-1] if values else math.nan
+
+    def extreme(key: str, pick: Any) -> float:
+        values = finite(key)
+        return float(pick(values)) if values else math.nan
+
+    return TrialSummary(
+        env_steps=int(env_steps),
+        final_return=last(m.EVAL_RETURN),
+        final_return_std=last(m.EVAL_RETURN_STD),
+        best_return=extreme(m.EVAL_RETURN, max),
+        max_actor_q=extreme(m.ACTOR_Q_MAX, max),
+        min_actor_q=extreme(m.ACTOR_Q_MIN, min),
+        q_low=last(m.Q_LOW),
+        q_high=last(m.Q_HIGH),
+        stop_reason=stop_reason or None,
+        stop_step=None if stop_step is None or not math.isfinite(stop_step) else int(stop_step),
+    )
+
+
+def summary_from_metrics(metrics: Mapping[str, float], *, stop_reason: str | None, stop_step: Any) -> TrialSummary | None:
+    """A summary read back from an MLflow run's ``summary/*`` metrics; None if it has none."""
+    fields = [key for key in TrialSummary.__dataclass_fields__ if key not in (STOP_REASON, STOP_STEP)]
+    if SUMMARY_PREFIX + "env_steps" not in metrics:
+        return None
+    values = {key: metrics.get(SUMMARY_PREFIX + key, math.nan) for key in fields}
+    values["env_steps"] = int(values["env_steps"])
+    step = decode_param(stop_step) if isinstance(stop_step, str) else stop_step
+    return TrialSummary(**values, stop_reason=stop_reason or None,
+                        stop_step=int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None)

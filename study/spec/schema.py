@@ -1,0 +1,246 @@
+"""The sections of a study file and their validators. Field order matters: later validators
+read earlier fields, and each check that needs more than a field's type lives in ``checks``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from agents import TD3Config
+from study.config import TrialConfig
+from study.guard import GuardConfig
+from study.plan import BASELINE, arms
+from study.spec.checks import agent_problems, carla_pool_problems, check_env_settings, trial_problems
+from envs.validation import describe_errors
+
+Design = Literal["factorial", "one_at_a_time", "optuna"]
+
+
+class Budget(BaseModel):
+    """Per-trial budget and cadences, in env steps (the fields of ``study.config.TrialConfig``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(gt=0)
+    eval_every: int = Field(gt=0)
+    eval_episodes: int = Field(5, gt=0)
+    report_every: int = Field(500, gt=0)
+    checkpoint_every: int = Field(gt=0)
+    checkpoint_buffer: bool = Field(True, description="exact resume needs the replay buffer")
+
+    @model_validator(mode="after")
+    def _trial_accepts(self) -> Budget:
+        # TrialConfig owns the cadence rules; asking it keeps one source of truth.
+        try:
+            TrialConfig.model_validate(self.model_dump())
+        except ValidationError as err:
+            raise ValueError("; ".join(describe_errors(err, TrialConfig))) from None
+        return self
+
+
+class SchedulerConfig(BaseModel):
+    """ASHA on ``eval/return_mean`` over ``env_steps``; the Q guard runs whatever this says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asha: bool = Field(True, description="prune on return; false leaves only the Q guard")
+    grace_period: int = Field(gt=0, description="env steps before ASHA may prune (>= eval_every)")
+    reduction_factor: float = Field(3.0, gt=1.0, description="ASHA keeps the top 1/reduction_factor per rung")
+
+
+class Resources(BaseModel):
+    """What one trial asks Ray for. ``carla`` is the custom resource cluster.yaml's GPU nodes advertise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0, description="a fraction shares one GPU between trials")
+    carla: int = Field(0, ge=0, le=1, description="1 for env 'carla': one CARLA server slot")
+
+
+class Distribution(BaseModel):
+    """One Optuna search dimension."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = Field(None, description="for type 'choice'")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Distribution:
+        if self.type == "choice":
+            if not self.values or self.low is not None or self.high is not None:
+                raise ValueError("type 'choice' takes a non-empty 'values' list and no low/high")
+            return self
+        if self.low is None or self.high is None or self.values is not None:
+            raise ValueError(f"type {self.type!r} takes 'low' and 'high' and no 'values'")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0 (got {self.low})")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("type 'int' needs integer low and high")
+        return self
+
+    def edge_values(self) -> list[Any]:
+        """Values that bound what the search can propose: checked against TD3Config up front."""
+        if self.type == "choice":
+            return list(self.values or [])
+        if self.type == "int":
+            return [int(self.low or 0), int(self.high or 0)]
+        return [self.low, self.high]
+
+
+class Arm(BaseModel):
+    """An extra arm: TD3 settings that only make sense together, optionally with a short name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", description="default: its settings, k=v,...")
+    set: dict[str, Any] = Field(min_length=1, description="TD3 field -> value")
+
+    @field_validator("name")
+    @classmethod
+    def _not_baseline(cls, name: str | None) -> str | None:
+        if name == BASELINE:
+            raise ValueError(f"{BASELINE!r} is the base config's arm; pick another name")
+        return name
+
+
+class FaultInjection(BaseModel):
+    """For tests only: make each trial's first attempt raise once it reaches a step.
+
+    A retried attempt (one that starts from a checkpoint) runs clean, so a test can check that
+    Tune retries the trial from its checkpoint rather than from zero.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fail_at_step: int = Field(gt=0)
+
+
+class StudySpec(BaseModel):
+    """A whole study file. Field order matters: later validators read earlier fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="MLflow experiment and Tune folder")
+    description: str = ""
+    env: str = Field(description="'drive', 'carla' or a gymnasium id")
+    env_settings: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    agent: TD3Config = Field(default_factory=TD3Config, description="the base (baseline) TD3 config")
+    design: Design
+    factors: dict[str, list[Any]] = Field(default_factory=dict, description="TD3 field -> levels")
+    arms: list[Arm] = Field(default_factory=list, description="extra arms beyond the factors'")
+    distributions: dict[str, Distribution] = Field(default_factory=dict, description="optuna only")
+    num_samples: int | None = Field(None, gt=0, description="optuna only: configurations to try")
+    seeds: list[int] = Field(min_length=1)
+    budget: Budget
+    guard: GuardConfig = GuardConfig()
+    scheduler: SchedulerConfig
+    resources: Resources = Resources()
+    carla_pool: dict[str, Any] | None = Field(None, description="envs.carla.pool.CarlaPoolConfig, env 'carla' only")
+    max_failures: int = Field(2, ge=0, description="retries of a crashed trial, from its last checkpoint")
+    max_concurrent_trials: int | None = Field(None, gt=0)
+    device: str = Field("auto", description="torch device per trial")
+    storage: str = Field("./results", description="Tune folder root (shared storage on a cluster)")
+    tracking_uri: str | None = Field(None, description="MLflow; default sqlite:///<storage>/mlflow.db")
+    fault_injection: FaultInjection | None = Field(None, description="testing only")
+    smoke: dict[str, Any] = Field(default_factory=dict, description="overrides applied by --smoke")
+
+    @field_validator("env_settings")
+    @classmethod
+    def _env_accepts(cls, settings: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        env = info.data.get("env")
+        if env is not None:
+            check_env_settings(env, settings)
+        return settings
+
+    @field_validator("factors")
+    @classmethod
+    def _factor_levels(cls, factors: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
+        base = info.data.get("agent", TD3Config())
+        problems = []
+        for name, levels in factors.items():
+            if not levels:
+                problems.append(f"{name}: needs at least one level")
+            if len(set(map(repr, levels))) != len(levels):
+                problems.append(f"{name}: levels repeat ({levels})")
+            problems += [p for level in levels for p in agent_problems(base, {name: level})]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return factors
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_settings(cls, arms: list[Arm], info: ValidationInfo) -> list[Arm]:
+        base = info.data.get("agent", TD3Config())
+        problems = [f"[{i}] {p}" for i, arm in enumerate(arms) for p in agent_problems(base, arm.set)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return arms
+
+    @field_validator("distributions")
+    @classmethod
+    def _distribution_edges(cls, dists: dict[str, Distribution], info: ValidationInfo) -> dict[str, Distribution]:
+        base = info.data.get("agent", TD3Config())
+        problems = [
+            p for name, dist in dists.items() for value in dist.edge_values()
+            for p in agent_problems(base, {name: value})
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return dists
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0 (got {seeds})")
+        return seeds
+
+    @field_validator("smoke")
+    @classmethod
+    def _smoke_keys(cls, smoke: dict[str, Any]) -> dict[str, Any]:
+        allowed = sorted(set(cls.model_fields) - {"name", "smoke"})
+        unknown = sorted(set(smoke) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(allowed)}")
+        return smoke
+
+    @model_validator(mode="after")
+    def _design_complete(self) -> StudySpec:
+        problems = []
+        if self.design == "optuna":
+            if not self.distributions or self.num_samples is None:
+                problems.append("design 'optuna' needs 'distributions' and 'num_samples'")
+            if self.factors or self.arms:
+                problems.append("design 'optuna' takes 'distributions', not 'factors' or 'arms'")
+        else:
+            if not self.factors and not self.arms:
+                problems.append(f"design {self.design!r} needs 'factors' (and/or 'arms')")
+            if self.distributions or self.num_samples is not None:
+                problems.append(f"'distributions' and 'num_samples' are for design 'optuna', not {self.design!r}")
+            names = [arm for arm, _ in arms(self)]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                problems.append(f"arms repeat: {repeated} (an extra arm equals a factor level or another arm)")
+            problems += [f"arm {arm}: {p}" for arm, overrides in arms(self) for p in trial_problems(self, overrides)]
+        sched, budget = self.scheduler, self.budget
+        if not budget.eval_every <= sched.grace_period <= budget.steps:
+            problems.append(
+                f"scheduler.grace_period ({sched.grace_period}) must lie in [budget.eval_every "
+                f"({budget.eval_every}), budget.steps ({budget.steps})]: ASHA ranks on evaluation return"
+            )
+        if (self.env == "carla") != (self.resources.carla == 1):
+            problems.append("resources.carla must be 1 exactly when env is 'carla' (one server slot per trial)")
+        if (self.env == "carla") != (self.carla_pool is not None):
+            problems.append("carla_pool is required for env 'carla' and only for it")
+        elif self.carla_pool is not None:
+            problems += carla_pool_problems(self.carla_pool)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self

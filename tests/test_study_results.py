@@ -1,0 +1,38 @@
+"""The results contract: one trial summary from a reported history, parameters that read back."""
+
+from __future__ import annotations
+
+import math
+
+from study import metrics as m
+from study.results import TrialSummary, decode_param, encode_param, summarize, summary_from_metrics
+
+
+def test_a_summary_reads_the_history_and_ignores_nan_and_infinite_values() -> None:
+    history = {
+        m.EVAL_RETURN: [math.nan, -900.0, -300.0, -400.0],
+        m.ACTOR_Q_MAX: [1.0, 7.0, math.inf, 3.0],
+        m.ACTOR_Q_MIN: [-5.0, -2_000.0, -math.inf],
+        m.Q_LOW: [-1_600.0],
+        m.Q_HIGH: [0.0],
+    }
+    summary = summarize(history, env_steps=1_500, stop_reason="q_explosion", stop_step=1_500)
+    assert (summary.final_return, summary.best_return) == (-400.0, -300.0)
+    assert (summary.max_actor_q, summary.min_actor_q) == (7.0, -2_000.0)
+    assert (summary.q_low, summary.q_high) == (-1_600.0, 0.0) and math.isnan(summary.final_return_std)
+    assert summary.as_json()["final_return_std"] is None and summary.as_json()["stop_step"] == 1_500
+
+
+def test_a_summary_survives_mlflow_metrics_and_tags() -> None:
+    summary = summarize({m.EVAL_RETURN: [-200.0], m.ACTOR_Q_MAX: [3.0]}, env_steps=2_000, stop_reason="asha",
+                        stop_step=2_000)
+    read = summary_from_metrics(summary.metrics(), stop_reason="asha", stop_step="2000")
+    assert isinstance(read, TrialSummary) and read.as_json() == summary.as_json()
+    assert summary_from_metrics({}, stop_reason=None, stop_step=None) is None  # died before its summary
+
+
+def test_parameters_read_back_as_the_values_they_were() -> None:
+    for value in (None, True, False, 0.01, 3, "coupled", [256, 256]):
+        assert decode_param(encode_param(value)) == value
+    assert decode_param(encode_param((64, 64))) == [64, 64]
+    assert decode_param("not json") == "not json"
