@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import tables
-from analysis.load import Q_HIGH, Q_LOW, StudyResults
+from analysis.load import StudyResults
 from study import metrics as m
 
 PANEL_WIDTH, PANEL_HEIGHT = 4.5, 3.2
@@ -46,8 +46,8 @@ def actor_q_figure(results: StudyResults) -> Figure:
     fig, axes = _grid(len(arms))
     for ax, arm in zip(axes, arms, strict=True):
         curves = results.curves[results.curves["arm"] == arm]
-        interval = curves.groupby(m.ENV_STEPS)[[Q_LOW, Q_HIGH]].median().dropna()
-        ax.fill_between(interval.index, interval[Q_LOW], interval[Q_HIGH], color="0.85", label="Q interval")
+        interval = curves.groupby(m.ENV_STEPS)[[m.Q_LOW, m.Q_HIGH]].median().dropna()
+        ax.fill_between(interval.index, interval[m.Q_LOW], interval[m.Q_HIGH], color="0.85", label="Q interval")
         trials = results.trials[results.trials["arm"] == arm]
         for color, trial in zip(cycle(COLORS), trials.itertuples(), strict=False):
             curve = curves[curves["trial_id"] == trial.trial_id]

@@ -14,6 +14,7 @@ import pytest
 
 from analysis import load
 from study import metrics as m
+from study import results as r
 from tests.support.analysis_store import Q_INTERVAL, STEPS, STUDY, TRIALS, write_tune_study
 
 
@@ -87,7 +88,7 @@ def test_curves_hold_every_report(mlflow_results: load.StudyResults, tune_result
         curve = results.curves[results.curves["trial_id"] == "t0"]
         assert curve[m.ENV_STEPS].tolist() == STEPS
         assert curve[m.ACTOR_Q_MAX].tolist() == [2, 3, 4, 5]
-        assert set(load.CURVE_KEYS) <= set(results.curves.columns)
+        assert set(r.CURVE_KEYS) <= set(results.curves.columns)
         assert len(results.curves) == sum(len(t[-1]) for t in TRIALS.values())
 
 

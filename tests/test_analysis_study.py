@@ -18,6 +18,7 @@ import pytest
 
 from analysis import load, report
 from study import metrics as m
+from study import results as r
 from tests.support.notebook import REPORT_FILES, images, project_env, run_notebook
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_mlflow_store_loads_every_trial(storage: Path) -> None:
-    results = load.load_mlflow(load.default_tracking_uri(storage))
+    results = load.load_mlflow(r.default_tracking_uri(storage))
     assert (results.name, results.design, results.factors) == ("tiny", "one_at_a_time", ("tau",))
     trials = results.trials
     assert sorted(zip(trials["arm"], trials["seed"], strict=True)) == [
@@ -63,7 +64,7 @@ def test_mlflow_store_loads_every_trial(storage: Path) -> None:
 
 
 def test_tune_folder_gives_the_same_tables(storage: Path) -> None:
-    from_mlflow = load.load_mlflow(load.default_tracking_uri(storage))
+    from_mlflow = load.load_mlflow(r.default_tracking_uri(storage))
     from_tune = load.load_tune(storage)
     pd.testing.assert_frame_equal(from_tune.trials, from_mlflow.trials)
     order = ["trial_id", m.ENV_STEPS]

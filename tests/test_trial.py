@@ -187,7 +187,7 @@ def test_a_resume_without_the_buffer_is_not_judged_while_the_buffer_refills(tmp_
     summary, reports = collect(resumed, tmp_path, resume_from=tmp_path / CHECKPOINT_DIR)
     first = reports[0]
     assert first[m.ENV_STEPS] == 1_300 and math.isnan(first[m.GUARD_EXCESS]) and first[m.GUARD_STRIKES] == 0
-    assert summary["stop_reason"] is None and summary["env_steps"] == 1_500
+    assert summary["stop_reason"] == "completed" and summary["env_steps"] == 1_500
 
 
 def test_a_shared_env_evaluation_on_the_step_an_episode_ends_counts_no_empty_episode(

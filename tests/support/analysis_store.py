@@ -13,8 +13,10 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from analysis import load
 from study import metrics as m
+from study import results as r
+from study.config import TrialConfig
+from study.plan import PLAN, TrialPlan
 
 STUDY = "unit"
 STEPS = [500, 1000, 1500, 2000]
@@ -32,15 +34,15 @@ def _report(step: int, eval_return: float, q_max: float, q_min: float) -> dict[s
             m.EVAL_RETURN: eval_return,
             m.ACTOR_Q_MAX: q_max,
             m.ACTOR_Q_MIN: q_min,
-            "guard/q_low": low,
-            "guard/q_high": high,
+            m.Q_LOW: low,
+            m.Q_HIGH: high,
             m.GUARD_EXCESS: excess,
         }
     )
 
 
 # arm -> factor params; trial -> (arm, seed, stop_reason, stop_step, reports)
-ARMS = {"baseline": {"tau": "0.005"}, "tau=1.0": {"tau": "1.0"}, "tau=0.5": {"tau": "0.5"}}
+ARMS = {"baseline": {"tau": 0.005}, "tau=1.0": {"tau": 1.0}, "tau=0.5": {"tau": 0.5}}
 TRIALS = {
     "t0": ("baseline", 0, "completed", None, [_report(500, NAN, 2, -300), _report(1000, -900, 3, -500),
                                               _report(1500, -900, 4, -600), _report(2000, -400, 5, -700)]),
@@ -58,76 +60,59 @@ TRIALS = {
 
 
 def write_mlflow_study(storage: Path, design: str = "one_at_a_time") -> str:
-    """The store study.run's callback writes: study run > arm runs > trial runs, nested."""
-    uri = load.default_tracking_uri(storage)
+    """The store study.run's callback writes: study run > arm runs > trial runs, nested, with the
+    contract's tags, JSON parameters and ``summary/*`` metrics (``study.results``)."""
+    uri = r.default_tracking_uri(storage)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment(STUDY, artifact_location=str(storage / "mlartifacts"))
-    study_tags = {"study.role": "study", "study.name": STUDY, "study.design": design}
+    study_tags = {r.ROLE: "study", r.STUDY_NAME: STUDY, r.STUDY_DESIGN: design}
     study = client.create_run(experiment, tags=study_tags, run_name=STUDY).info.run_id
     for key, value in {"env": "Pendulum-v1", "steps": 2000, "design": design}.items():
-        client.log_param(study, key, value)
+        client.log_param(study, key, r.encode_param(value))
     arm_ids = {}
-    for arm, params in ARMS.items():
-        tags = {"study.role": "arm", "arm": arm, "mlflow.parentRunId": study}
+    for arm, levels in ARMS.items():
+        tags = {r.ROLE: "arm", r.ARM: arm, r.PARENT: study, r.STUDY_RUN: study}
         arm_ids[arm] = client.create_run(experiment, tags=tags, run_name=arm).info.run_id
-        for key, value in params.items():
-            client.log_param(arm_ids[arm], key, value)
+        for key, value in levels.items():
+            client.log_param(arm_ids[arm], key, r.encode_param(value))
     for trial_id, (arm, seed, stop_reason, stop_step, reports) in TRIALS.items():
-        tags = {
-            "study.role": "trial",
-            "arm": arm,
-            "seed": str(seed),
-            "trial_id": trial_id,
-            "stop_reason": stop_reason,
-            "stop_step": str(stop_step),
-            "mlflow.parentRunId": arm_ids[arm],
-        }
+        tags = {r.ROLE: "trial", r.ARM: arm, r.SEED: str(seed), r.TRIAL_ID: trial_id, r.STOP_REASON: stop_reason,
+                r.STOP_STEP: str(stop_step), r.PARENT: arm_ids[arm], r.STUDY_RUN: study}
         run = client.create_run(experiment, tags=tags, run_name=f"{arm} seed={seed}").info.run_id
         now = int(time.time() * 1000)
-        history = [Metric(k, v, now, int(r[m.ENV_STEPS])) for r in reports for k, v in r.items()]
-        summary = _summary(reports)
-        history += [Metric(f"summary/{k}", v, now, int(reports[-1][m.ENV_STEPS])) for k, v in summary.items()]
+        last_step = int(reports[-1][m.ENV_STEPS])
+        history = [Metric(k, v, now, int(report[m.ENV_STEPS])) for report in reports for k, v in report.items()]
+        series = {key: [report[key] for report in reports] for key in r.CURVE_KEYS}
+        summary = r.summarize(series, env_steps=last_step, stop_reason=stop_reason, stop_step=stop_step)
+        history += [Metric(k, v, now, last_step) for k, v in summary.metrics().items()]
         client.log_batch(run, metrics=history, params=[])
-        client.log_param(run, "seed", seed)
-        client.log_param(run, "tau", ARMS[arm]["tau"])
+        client.log_param(run, r.SEED, r.encode_param(seed))
+        client.log_param(run, "tau", r.encode_param(ARMS[arm]["tau"]))
     return uri
-
-
-def _summary(reports: list[dict[str, float]]) -> dict[str, float]:
-    """What run_trial's summary holds (finite extremes, last evaluation), under contract names."""
-    returns = [r[m.EVAL_RETURN] for r in reports if math.isfinite(r[m.EVAL_RETURN])]
-    q_max = [r[m.ACTOR_Q_MAX] for r in reports if math.isfinite(r[m.ACTOR_Q_MAX])]
-    q_min = [r[m.ACTOR_Q_MIN] for r in reports if math.isfinite(r[m.ACTOR_Q_MIN])]
-    return {
-        "final_return": returns[-1],
-        "best_return": max(returns),
-        "max_actor_q": max(q_max),
-        "min_actor_q": min(q_min),
-        "q_low": Q_INTERVAL[0],
-        "q_high": Q_INTERVAL[1],
-        "env_steps": reports[-1][m.ENV_STEPS],
-    }
 
 
 def write_tune_study(storage: Path) -> Path:
     """Tune's layout as study.run leaves it: <storage>/<study>/study.json (the validated study
-    file), and per trial <trial dir>/{params.json,result.json}, one JSON row per report carrying
+    file), and per trial <trial dir>/{params.json (its plan),result.json}, one JSON row per report carrying
     arm and seed (the last one also stop_reason and stop_step, earlier ones an empty reason)."""
     folder = storage / STUDY
     folder.mkdir(parents=True)
     spec = {"design": "one_at_a_time", "agent": {"tau": 0.005, "gamma": 0.99}, "factors": {"tau": [1.0, 0.5]},
             "arms": [], "distributions": {}}
-    (folder / "study.json").write_text(json.dumps({"spec": spec, "study_run_id": "x"}))
+    (folder / r.STATE_FILE).write_text(json.dumps({"spec": spec, "study_run_id": "x"}))
     for trial_id, (arm, seed, stop_reason, stop_step, reports) in TRIALS.items():
         trial_dir = folder / f"td3_trial_{trial_id}_{seed}"
         trial_dir.mkdir()
-        config = {"set": {} if arm == "baseline" else {"tau": float(arm.split("=")[1])}, "seed": seed}
-        (trial_dir / "params.json").write_text(json.dumps(config))
+        overrides = {} if arm == "baseline" else dict(ARMS[arm])
+        trial_config = TrialConfig.model_validate({"env": "Pendulum-v1", "agent": {**spec["agent"], **overrides}, "seed": seed})
+        plan = TrialPlan(arm=arm, seed=seed, overrides=overrides, levels=ARMS[arm], config=trial_config)
+        config = {PLAN: plan.model_dump(mode="json")}
+        (trial_dir / r.TUNE_PARAMS_FILE).write_text(json.dumps(config))
         rows = []
         for i, report in enumerate(reports, start=1):
             rows.append({**report, "arm": arm, "seed": seed, "trial_id": trial_id, "training_iteration": i,
                          "config": config, "stop_reason": "", "stop_step": NAN})
         rows[-1].update(stop_reason=stop_reason, stop_step=stop_step)
-        (trial_dir / "result.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        (trial_dir / r.TUNE_RESULT_FILE).write_text("".join(json.dumps(row) + "\n" for row in rows))
     (folder / "tuner.pkl").write_bytes(b"")  # Tune's own files sit beside the trial dirs
     return folder
