@@ -127,4 +127,4 @@ def test_unknown_study_names_the_studies_there(tmp_path: Path) -> None:
     with pytest.raises(load.StudyNotFound, match=r"study 'nope'.*\['unit'\]"):
         load.load_study(tmp_path, "nope")
     with pytest.raises(load.StudyNotFound, match="studies there: none"):
-        load.load_study(tmp_path / STUDY / "td3_trial_t0_0")
+        load.load_study(tmp_path / STUDY / "baseline_seed0_t0")

@@ -23,6 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from study.run import main
 from study.plan import expand
+from study.results import TUNE_PARAMS_FILE
 from study.spec import load_spec
 from tests.support.study_cli import run_cli, study_cli, trial_runs
 
@@ -61,7 +62,7 @@ def tensorboard_curves(experiment_dir: Path, key: str) -> dict[str, list[int]]:
     """Trial folder -> the env steps of ``key`` in its TensorBoard events (as TensorBoard reads
     them, stale events purged); also checks that no tag carries Tune's ``ray/tune/`` prefix."""
     curves = {}
-    for trial_dir in experiment_dir.glob("td3_trial_*"):
+    for trial_dir in (params.parent for params in experiment_dir.glob(f"*/{TUNE_PARAMS_FILE}")):
         events = EventAccumulator(str(trial_dir))
         events.Reload()
         tags = events.Tags()["scalars"]
@@ -118,6 +119,8 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     # TensorBoard: every trial's curves under the DESIGN.md names, against env steps.
     curves = tensorboard_curves(storage / "default", "debug/actor_q_max")
     assert len(curves) == len(runs) and all(steps and steps == sorted(steps) for steps in curves.values()), curves
+    # Each trial's folder (its TensorBoard run) is named by its arm and seed.
+    assert {name.split("_seed")[0] for name in curves} == {run.data.tags["arm"] for run in runs}, sorted(curves)
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     # Progress while it runs: where the running trials are, every 30 s.
     assert re.search(r"\[\d+/3 done\] running: \S+ seed=1 \d+/5000", out), out

@@ -101,7 +101,7 @@ def write_tune_study(storage: Path) -> Path:
             "arms": [], "distributions": {}}
     (folder / r.STATE_FILE).write_text(json.dumps({"spec": spec, "study_run_id": "x"}))
     for trial_id, (arm, seed, stop_reason, stop_step, reports) in TRIALS.items():
-        trial_dir = folder / f"td3_trial_{trial_id}_{seed}"
+        trial_dir = folder / f"{arm}_seed{seed}_{trial_id}"  # study.run.TrialFolders
         trial_dir.mkdir()
         overrides = {} if arm == "baseline" else dict(ARMS[arm])
         trial_config = TrialConfig.model_validate({"env": "Pendulum-v1", "agent": {**spec["agent"], **overrides}, "seed": seed})
