@@ -30,22 +30,8 @@ from study.guard import GUARD_STOPS, GuardConfig
 from study.plan import PLAN, TrialPlan, format_value
 
 DESIGNS = ("factorial", "one_at_a_time", "optuna")
-TRIAL_COLUMNS = (
-    "env_steps",
-    "stop_reason",
-    "stop_step",
-    "final_return",
-    "best_return",
-    "max_actor_q",
-    "min_actor_q",
-    "q_low",
-    "q_high",
-    "q_ratio",
-    "q_excess",
-    "exploded",
-    "explosion_step",
-)
-SUMMARY_COLUMNS = ("env_steps", "final_return", "best_return", "max_actor_q", "min_actor_q", "q_low", "q_high")
+# A trial's row: its summary (the results contract's figures), then what the analysis derives.
+TRIAL_COLUMNS = ("stop_reason", "stop_step", *r.SUMMARY_FIGURES, "q_ratio", "q_excess", "exploded", "explosion_step")
 
 
 class StudyNotFound(LookupError):
@@ -100,7 +86,7 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
     design = study_run.data.tags.get(r.STUDY_DESIGN, "")
     arms = [run for run in _search(client, experiment_id, "arm") if _parent(run) == study_run.info.run_id]
     arm_levels = {
-        run.data.tags[r.ARM]: {key: format_value(r.decode_param(text)) for key, text in run.data.params.items()}
+        run.data.tags[r.ARM]: {key: format_value(r.decode_param(text), exact=True) for key, text in run.data.params.items()}
         for run in arms
     }
     factors = tuple(sorted({factor for params in arm_levels.values() for factor in params}))
@@ -178,7 +164,7 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
         if not rows:
             continue  # started, never reported
         last = rows[-1]
-        identity = {"trial_id": str(last["trial_id"]), "arm": str(last["arm"]), "seed": int(last["seed"])}
+        identity = {"trial_id": str(last["trial_id"]), "arm": str(last[r.ARM]), "seed": int(last[r.SEED])}
         # A restored trial reports again from its checkpoint's step: the later row wins.
         frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
         curve = _curve_frame({key: frame[key].astype(float) for key in r.CURVE_KEYS if key in frame}).assign(**identity)
@@ -187,10 +173,10 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
             values = TrialPlan.model_validate(params[PLAN]).levels
         else:
             values = {**spec["agent"], **params["set"]}
-        levels = {factor: format_value(values[factor]) for factor in factors}
+        levels = {factor: format_value(values[factor], exact=True) for factor in factors}
         # Rows before the last carry an empty reason; a trial whose last row has none never
-        # finished: it crashed (Tune wrote error.txt) or its driver was stopped.
-        reason = last.get(r.STOP_REASON) or ("error" if (result_file.parent / "error.txt").exists() else None)
+        # finished: it crashed (Tune wrote its error file) or its driver was stopped.
+        reason = last.get(r.STOP_REASON) or ("error" if (result_file.parent / r.TUNE_ERROR_FILE).exists() else None)
         outcome = {"stop_reason": reason, "stop_step": _number(last.get(r.STOP_STEP))}
         records.append(_trial_record(identity, levels, outcome, None, curve, guard))
         curves.append(curve)
@@ -238,7 +224,7 @@ def _trial_record(
         series = {key: curve[key].tolist() for key in r.CURVE_KEYS}
         summary = r.summarize(series, env_steps=int(curve[m.ENV_STEPS].max()) if len(curve) else 0,
                               stop_reason=outcome["stop_reason"], stop_step=outcome["stop_step"])
-    values = {column: float(getattr(summary, column)) for column in SUMMARY_COLUMNS}
+    values = {column: float(getattr(summary, column)) for column in r.SUMMARY_FIGURES}
     stop_reason = outcome["stop_reason"]
     if stop_reason in GUARD_STOPS:
         exploded, explosion_step = True, outcome["stop_step"]

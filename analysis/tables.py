@@ -27,9 +27,9 @@ import pandas as pd
 from scipy import stats
 
 from study.guard import GuardConfig, GuardState, StopReason, actor_q_excess, guard_step
+from study.plan import BASELINE
 from study.results import decode_param
 
-BASELINE = "baseline"
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
 # A fixed seed makes a report reproducible: the same results give the same intervals.

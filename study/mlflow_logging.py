@@ -217,10 +217,10 @@ class MlflowStudyCallback(tune.Callback):
         tags = [RunTag(r.STOP_REASON, reason), RunTag(r.STOP_STEP, str(stop_step))]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         config = plan.config.model_dump(mode="json")
-        self.client.log_dict(run_id, config, "config.json")
+        self.client.log_dict(run_id, config, r.CONFIG_FILE)
         wall_time_s = round(float(result.get("time_total_s", 0.0) or 0.0), 3)
         document = {"arm": plan.arm, "seed": plan.seed, **summary.as_json(), "wall_time_s": wall_time_s, "config": config}
-        self.client.log_dict(run_id, document, "summary.json")
+        self.client.log_dict(run_id, document, r.SUMMARY_FILE)
         status = RunStatus.FAILED if reason == "error" else RunStatus.FINISHED
         self.client.set_terminated(run_id, RunStatus.to_string(status))
 

@@ -90,15 +90,17 @@ def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int) -
 
 
 def plan_of(spec: StudySpec, config: dict[str, Any]) -> TrialPlan:
-    """The plan of a Tune trial from its config.
+    """The plan of a Tune trial from its config, where every design puts it (``{"plan": ...}``).
 
-    Grid designs carry the plan (``{"plan": ...}``). Optuna proposes ``{"set": overrides}`` and
-    Tune's ``Repeater`` runs each proposal once per seed, numbering the copies in ``TRIAL_INDEX``.
+    A config without one is an Optuna proposal (``{"set": overrides}``, numbered by Tune's
+    ``Repeater`` in ``TRIAL_INDEX``), which ``study.search`` turns into its plan here, or a trial
+    of a study started before plans (grid: ``{"arm", "seed", "set"}``) resumed across the upgrade.
     """
     if PLAN in config:
         return TrialPlan.model_validate(config[PLAN])
     overrides = dict(config["set"])
-    return make_plan(spec, arm_name(overrides), overrides, int(spec.seeds[config[TRIAL_INDEX]]))
+    seed = config["seed"] if "seed" in config else spec.seeds[config[TRIAL_INDEX]]
+    return make_plan(spec, config.get("arm") or arm_name(overrides), overrides, int(seed))
 
 
 def arm_name(overrides: dict[str, Any]) -> str:
@@ -108,17 +110,20 @@ def arm_name(overrides: dict[str, Any]) -> str:
     return ",".join(f"{key}={format_value(value)}" for key, value in overrides.items())
 
 
-def format_value(value: Any) -> str:
-    """YAML spelling (null, true, 0.01); floats from a search rounded to 4 significant digits."""
+def format_value(value: Any, *, exact: bool = False) -> str:
+    """YAML spelling (null, true, 0.01). In an arm's name a float from a search is rounded to 4
+    significant digits; ``exact`` keeps every digit (a factor level in the analysis' tables)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and exact:
+        return repr(value)
     if isinstance(value, float):
         short = f"{value:.4g}"
         return repr(value) if float(short) == value else short
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
+        return "[" + ",".join(format_value(v, exact=exact) for v in value) + "]"
     return str(value)
 
 

@@ -12,7 +12,8 @@ Layout:
 - MLflow (``sqlite:///<storage>/mlflow.db`` by default): a run per study, a nested run per arm,
   a nested run per seed, told apart by the tag ``study.role``; arm and seed runs carry the tags
   ``arm``, ``seed``, ``trial_id``, ``stop_reason``, ``stop_step``, and parameters as JSON text
-  (``null``, ``true``, ``0.01``, ``[256, 256]``) that ``decode_param`` reads back as the values.
+  (``null``, ``true``, ``0.01``, ``[256, 256]``; strings as themselves) that ``decode_param``
+  reads back as the values.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ STATE_FILE = "study.json"  # in the Tune folder: the validated spec and the MLfl
 MLFLOW_DB = "mlflow.db"
 TUNE_RESULT_FILE = "result.json"
 TUNE_PARAMS_FILE = "params.json"
+TUNE_ERROR_FILE = "error.txt"  # Tune leaves it in the folder of a trial that raised
+SUMMARY_FILE = "summary.json"  # a trial's summary: in its output folder and as an MLflow artifact
+CONFIG_FILE = "config.json"  # a trial's resolved TrialConfig, as an MLflow artifact
 
 # MLflow tags
 ROLE = "study.role"  # study | arm | trial
@@ -50,19 +54,28 @@ def default_tracking_uri(storage: Path | str) -> str:
     return f"sqlite:///{Path(storage).resolve() / MLFLOW_DB}"
 
 
+# How stores written before this contract spelled None and booleans (Python's str()).
+LEGACY_SPELLINGS: dict[str, Any] = {"None": None, "True": True, "False": False}
+
+
 def encode_param(value: Any) -> str:
-    """A parameter as MLflow text that reads back as the value it was (JSON)."""
+    """A parameter as MLflow text that reads back as the value it was: JSON (``null``, ``true``,
+    ``0.01``, ``[256, 256]``), except a string, written as itself so that the UI's filters read
+    ``params.weight_decay_mode = 'coupled'``."""
+    if isinstance(value, str):
+        return value
     return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 def decode_param(text: str | None) -> Any:
-    """The value ``encode_param`` wrote (text that is not JSON stays text)."""
+    """The value ``encode_param`` wrote; text that is not JSON is a string (or, from an older
+    store, a Python spelling of None or a boolean)."""
     if text is None:
         return None
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text
+        return LEGACY_SPELLINGS.get(text, text)
 
 
 @dataclass(frozen=True)
@@ -82,19 +95,24 @@ class TrialSummary:
 
     def metrics(self) -> dict[str, float]:
         """The ``summary/*`` metrics of an MLflow trial run (the stop goes into tags)."""
-        values = {key: value for key, value in asdict(self).items() if key not in (STOP_REASON, STOP_STEP)}
-        return {SUMMARY_PREFIX + key: float(value) for key, value in values.items()}
+        return {SUMMARY_PREFIX + key: float(getattr(self, key)) for key in SUMMARY_FIGURES}
 
     def as_json(self) -> dict[str, Any]:
         """Plain values for summary.json: None where NaN."""
         return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in asdict(self).items()}
 
 
+# The summary's figures (its fields but the stop): ``summary/*`` metrics, analysis columns.
+SUMMARY_FIGURES: tuple[str, ...] = tuple(key for key in TrialSummary.__dataclass_fields__ if key not in (STOP_REASON, STOP_STEP))
+
+
 def summarize(
     history: Mapping[str, Sequence[float]], *, env_steps: int, stop_reason: str | None, stop_step: int | None
 ) -> TrialSummary:
-    """A trial's summary from its reported series (``CURVE_KEYS`` -> values in step order, each step
-    once: after a retry or resume the later report of a step is the one kept)."""
+    """A trial's summary from its reported series (``CURVE_KEYS`` -> values in step order).
+
+    The caller passes each step once: after a retry or a resume, the later report of a step (the
+    trial's checkpointed history, MLflow's latest timestamp, Tune's last row) is the one kept."""
 
     def finite(key: str) -> list[float]:
         return [v for v in history.get(key, []) if math.isfinite(v)]
@@ -123,10 +141,9 @@ def summarize(
 
 def summary_from_metrics(metrics: Mapping[str, float], *, stop_reason: str | None, stop_step: Any) -> TrialSummary | None:
     """A summary read back from an MLflow run's ``summary/*`` metrics; None if it has none."""
-    fields = [key for key in TrialSummary.__dataclass_fields__ if key not in (STOP_REASON, STOP_STEP)]
     if SUMMARY_PREFIX + "env_steps" not in metrics:
         return None
-    values = {key: metrics.get(SUMMARY_PREFIX + key, math.nan) for key in fields}
+    values = {key: metrics.get(SUMMARY_PREFIX + key, math.nan) for key in SUMMARY_FIGURES}
     values["env_steps"] = int(values["env_steps"])
     step = decode_param(stop_step) if isinstance(stop_step, str) else stop_step
     return TrialSummary(**values, stop_reason=stop_reason or None,

@@ -35,8 +35,9 @@ from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
-from study.plan import PLAN, TrialPlan, arms, expand, plan_of
+from study.plan import TrialPlan, arms, plan_of
 from study.scheduler import GuardedASHA, StopReasonCallback
+from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
 from study.tensorboard_logging import TensorBoardCallback
 from study.trainable import make_trainable
@@ -178,27 +179,6 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
         ),
     )
     return tuner.fit()
-
-
-def search(spec: StudySpec) -> tuple[dict[str, Any], Any, int]:
-    """Tune's param space, search algorithm and sample count for the study's design."""
-    if spec.design != "optuna":
-        # Each trial's plan, expanded once here: params.json holds it, and every callback reads it.
-        return {PLAN: tune.grid_search([plan.model_dump(mode="json") for plan in expand(spec)])}, None, 1
-
-    from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
-
-    domains = {
-        "uniform": lambda d: tune.uniform(d.low, d.high),
-        "loguniform": lambda d: tune.loguniform(d.low, d.high),
-        "int": lambda d: tune.randint(int(d.low), int(d.high) + 1),
-        "choice": lambda d: tune.choice(d.values),
-    }
-    space = {"set": {name: domains[d.type](d) for name, d in spec.distributions.items()}}
-    # Every proposal runs once per seed; Optuna learns from the seeds' mean return.
-    searcher = Repeater(OptunaSearch(seed=spec.seeds[0]), repeat=len(spec.seeds))
-    return space, searcher, (spec.num_samples or 1) * len(spec.seeds)
 
 
 class TrialFolders:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from envs import EnvSettingsError
 from study.config import ConfigError, TrialConfig, build_trial_config
-from study.trial import CHECKPOINT_DIR, SUMMARY_FILE, run_trial
+from study.results import SUMMARY_FILE
+from study.trial import CHECKPOINT_DIR, run_trial
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

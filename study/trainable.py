@@ -59,7 +59,7 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
             if fail_at is not None and not resumed and metrics[m.ENV_STEPS] >= fail_at:
                 raise InjectedFault(f"fault_injection: first attempt fails at env step {int(metrics[m.ENV_STEPS])}")
             saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-            tune.report({**metrics, "arm": plan.arm, "seed": plan.seed}, checkpoint=saved)
+            tune.report({**metrics, r.ARM: plan.arm, r.SEED: plan.seed}, checkpoint=saved)
 
         with carla_slot(spec) as (slot_settings, between_episodes):
             cfg = cfg.model_copy(update={"env_settings": {**cfg.env_settings, **slot_settings}})

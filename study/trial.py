@@ -31,13 +31,12 @@ from study import metrics as m
 from study.config import TrialConfig
 from study.episode import TrainingEpisode, resume_episode, rng_state, set_rng_state
 from study.guard import GuardState, StopReason, actor_q_excess, guard_step, q_interval
-from study.results import CURVE_KEYS, summarize
+from study.results import CURVE_KEYS, SUMMARY_FILE, summarize
 
 OnReport = Callable[[dict[str, float], Path | None], None]
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trial_state.json"
-SUMMARY_FILE = "summary.json"
 # Evaluation episodes use their own seeds, the same at every evaluation and in every arm,
 # so that returns compare across checkpoints and configurations.
 EVAL_SEED_OFFSET = 1_000_000
@@ -75,7 +74,26 @@ class TrialState:
 
     @classmethod
     def load(cls, path: Path) -> TrialState:
-        return cls(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if "history" not in data:
+            data = _from_running_summary(data)
+        return cls(**data)
+
+
+def _from_running_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before the trial kept its reported history held running figures: as a
+    history they give the same summary (best and latest evaluation, Q extremes, last interval)."""
+    low, high = data.pop("q_interval", None) or (math.nan, math.nan)
+    best, max_q, min_q = data.pop("best_eval_return"), data.pop("max_actor_q"), data.pop("min_actor_q")
+    history = {key: [] for key in CURVE_KEYS} | {
+        m.EVAL_RETURN: [best, data["eval_return_mean"]],
+        m.EVAL_RETURN_STD: [data["eval_return_std"]],
+        m.ACTOR_Q_MAX: [max_q],
+        m.ACTOR_Q_MIN: [min_q],
+        m.Q_LOW: [low],
+        m.Q_HIGH: [high],
+    }
+    return {**data, "history": history}
 
 
 def run_trial(
@@ -351,11 +369,12 @@ def _summary(
     state: TrialState, agent: TD3, declared_range: tuple[float, float] | None, cfg: TrialConfig
 ) -> dict[str, Any]:
     """summary.json: the trial's ``TrialSummary`` (the results contract's), and what else it knows."""
+    completed = state.stop_reason is None and agent.env_steps >= cfg.steps
     figures = summarize(
         state.history,
         env_steps=agent.env_steps,
-        stop_reason=state.stop_reason or ("completed" if agent.env_steps >= cfg.steps else None),
-        stop_step=state.stop_step,
+        stop_reason="completed" if completed else state.stop_reason,
+        stop_step=agent.env_steps if completed else state.stop_step,  # as the scheduler records it
     )
     seen_range = agent.reward_range_seen
     return {

@@ -36,3 +36,9 @@ def test_parameters_read_back_as_the_values_they_were() -> None:
         assert decode_param(encode_param(value)) == value
     assert decode_param(encode_param((64, 64))) == [64, 64]
     assert decode_param("not json") == "not json"
+    # Strings as themselves, so the MLflow UI filters on params.weight_decay_mode = 'coupled'.
+    assert encode_param("coupled") == "coupled" and encode_param(None) == "null"
+
+
+def test_parameters_from_a_store_written_with_str_read_back_as_values() -> None:
+    assert [decode_param(text) for text in ("None", "True", "False", "0.01")] == [None, True, False, 0.01]

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from study.plan import PLAN, TRIAL_INDEX, arm_name, arms, expand, make_plan, plan_of
+from study.plan import PLAN, TRIAL_INDEX, arm_name, arms, expand, format_value, make_plan, plan_of
+from study.results import decode_param
 from study.spec import SEARCH_SPACES, SpecError, apply_smoke, load_spec, validate_spec
 
 BASE: dict[str, Any] = {
@@ -109,6 +110,19 @@ def test_an_optuna_proposal_becomes_a_plan_per_seed() -> None:
     spec = validate_spec(BASE)
     plan = plan_of(spec, {"set": {"tau": 0.0123456}, TRIAL_INDEX: 1})
     assert (plan.arm, plan.seed, plan.config.agent.tau) == ("tau=0.01235", 1, 0.0123456)
+
+
+def test_a_trial_of_a_study_started_before_plans_reads_as_its_plan() -> None:
+    """A grid trial's config before plans: {arm, seed, set} (a study resumed across the upgrade)."""
+    spec = validate_spec(BASE)
+    plan = next(p for p in expand(spec) if p.arm == "no_target_ddpg" and p.seed == 1)
+    assert plan_of(spec, {"arm": "no_target_ddpg", "seed": 1, "set": plan.overrides}) == plan
+
+
+def test_a_levels_exact_spelling_keeps_every_digit() -> None:
+    assert format_value(0.041088479607591016) == "0.04109"  # in an arm's name
+    assert decode_param(format_value(0.041088479607591016, exact=True)) == 0.041088479607591016
+    assert format_value([0.1, None], exact=True) == "[0.1,null]"
 
 
 def test_arm_names_spell_values_as_yaml() -> None:

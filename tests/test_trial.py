@@ -20,7 +20,8 @@ import envs
 from study import metrics as m
 from study.config import build_trial_config
 from study.episode import EPISODE_FILE, TrainingEpisode, observation_digest, resume_episode
-from study.trial import CHECKPOINT_DIR, STATE_FILE, run_trial
+from study.results import summarize
+from study.trial import CHECKPOINT_DIR, STATE_FILE, TrialState, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["hidden_sizes=[64, 64]", "eval_episodes=1"]
@@ -47,7 +48,7 @@ def test_a_report_before_the_first_actor_step_is_not_judged(tmp_path: Path) -> N
     assert first[m.ENV_STEPS] == 1_000 and math.isfinite(first["train/critic_loss"])
     assert math.isnan(first[m.ACTOR_Q_MAX]) and math.isnan(first[m.GUARD_EXCESS])
     assert first[m.GUARD_STRIKES] == 0
-    assert summary["stop_reason"] == "completed" and summary["env_steps"] == 1_500
+    assert summary["stop_reason"] == "completed" and summary["env_steps"] == summary["stop_step"] == 1_500
     assert math.isfinite(reports[-1][m.GUARD_EXCESS])  # judged once the actor has stepped
 
 
@@ -199,3 +200,18 @@ def test_a_shared_env_evaluation_on_the_step_an_episode_ends_counts_no_empty_epi
     summary = run_trial(cfg, tmp_path, between_episodes=lambda: hooks.append(1), progress=False)
     assert summary["episodes"] == 2  # the episodes ending at 200 and 400, each once
     assert len(hooks) == 2 + 2 * (1 + 1)  # each end; each evaluation's episode and the restart after it
+
+
+def test_a_checkpoint_from_before_the_history_resumes_with_the_same_summary(tmp_path: Path) -> None:
+    """Older checkpoints kept running figures instead of the reported history: read as a history,
+    they summarize to the figures they held."""
+    legacy = {"episodes": 3, "episode_return": -700.0, "episode_length": 200.0, "eval_return_mean": -650.0,
+              "eval_return_std": 40.0, "best_eval_return": -600.0, "max_actor_q": 12.0, "min_actor_q": -900.0,
+              "q_interval": [-1600.0, 0.0], "guard_strikes": 1, "guard_reason": "q_explosion", "stop_reason": None,
+              "stop_step": None, "wall_time_s": 5.0, "resumes": [], "recent_returns": [-700.0], "recent_lengths": [200]}
+    (tmp_path / STATE_FILE).write_text(json.dumps(legacy))
+    state = TrialState.load(tmp_path / STATE_FILE)
+    figures = summarize(state.history, env_steps=2_000, stop_reason=None, stop_step=None)
+    assert (figures.final_return, figures.best_return, figures.final_return_std) == (-650.0, -600.0, 40.0)
+    assert (figures.max_actor_q, figures.min_actor_q, figures.q_low, figures.q_high) == (12.0, -900.0, -1600.0, 0.0)
+    assert state.guard_strikes == 1 and state.episodes == 3
