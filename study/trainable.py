@@ -26,6 +26,7 @@ import ray
 from ray import tune
 
 from study import metrics as m
+from study import results as r
 from study.plan import plan_of
 from study.spec import StudySpec
 from study.trial import run_trial
