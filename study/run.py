@@ -145,8 +145,8 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
     scheduler = GuardedASHA(
         spec.guard,
         max_t=spec.budget.steps,
-        asha=spec.scheduler.asha,
-        grace_period=spec.scheduler.grace_period,
+        asha=bool(spec.scheduler.asha),
+        grace_period=spec.scheduler.grace_period or spec.budget.steps,  # read only when ASHA prunes
         reduction_factor=spec.scheduler.reduction_factor,
     )
     param_space, search_alg, num_samples = search(spec)

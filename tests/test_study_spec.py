@@ -174,7 +174,8 @@ def test_bad_env_settings_are_refused_before_anything_runs() -> None:
         ({"arms": [{"set": {"tau": 1.0}}]}, "arms repeat: ['tau=1.0']"),
         ({"arms": [{"name": "baseline", "set": {"tau": 0.5}}]}, "'baseline' is the base config's arm"),
         ({"arms": [{"name": "empty", "set": {}}]}, "arms[0].set: Dictionary should have at least 1 item"),
-        ({"scheduler": {"grace_period": 500}}, "grace_period (500) must lie in [budget.eval_every"),
+        ({"scheduler": {"asha": True, "grace_period": 500}}, "grace_period (500) must lie in [budget.eval_every"),
+        ({"scheduler": {"asha": True}}, "scheduler.grace_period is required when ASHA prunes"),
         ({"budget": {**BASE["budget"], "eval_every": 700}}, "multiples of report_every"),
         ({"design": "optuna"}, "design 'optuna' needs 'distributions' and 'num_samples'"),
         ({"factors": {}, "arms": []}, "needs 'factors'"),
@@ -208,3 +209,14 @@ def test_a_missing_file_lists_the_shipped_spaces(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(SpecError, match="a study file is a mapping"):
         load_spec(str(bad))
+
+
+@pytest.mark.parametrize(("design", "asha"), [("one_at_a_time", False), ("factorial", False), ("optuna", True)])
+def test_asha_prunes_tuning_and_leaves_ablations_whole_unless_told(design: str, asha: bool) -> None:
+    changes: dict[str, Any] = {"design": design}
+    if design == "optuna":
+        changes |= {"factors": {}, "arms": [], "num_samples": 2,
+                    "distributions": {"tau": {"type": "loguniform", "low": 0.001, "high": 0.1}}}
+    assert validate_spec(spec_with(**changes)).scheduler.asha is asha
+    told = validate_spec(spec_with(**changes, scheduler={"asha": not asha, "grace_period": 2_000}))
+    assert told.scheduler.asha is (not asha)

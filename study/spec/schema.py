@@ -40,12 +40,16 @@ class Budget(BaseModel):
 
 
 class SchedulerConfig(BaseModel):
-    """ASHA on ``eval/return_mean`` over ``env_steps``; the Q guard runs whatever this says."""
+    """ASHA on ``eval/return_mean`` over ``env_steps``; the Q guard runs whatever this says.
+
+    ASHA is on by default for tuning (``optuna``) and off for ablations (``factorial``,
+    ``one_at_a_time``): an ablation compares arms at a common env step and counts explosions to a
+    common horizon, and a trial ASHA pruned early is censored there, its seed lost to both."""
 
     model_config = ConfigDict(extra="forbid")
 
-    asha: bool = Field(True, description="prune on return; false leaves only the Q guard")
-    grace_period: int = Field(gt=0, description="env steps before ASHA may prune (>= eval_every)")
+    asha: bool | None = Field(None, description="prune on return; default: on for optuna, off for ablations")
+    grace_period: int | None = Field(None, gt=0, description="env steps before ASHA may prune (>= eval_every)")
     reduction_factor: float = Field(3.0, gt=1.0, description="ASHA keeps the top 1/reduction_factor per rung")
 
 
@@ -140,7 +144,7 @@ class StudySpec(BaseModel):
     seeds: list[int] = Field(min_length=1)
     budget: Budget
     guard: GuardConfig = GuardConfig()
-    scheduler: SchedulerConfig
+    scheduler: SchedulerConfig = SchedulerConfig()
     resources: Resources = Resources()
     carla_pool: dict[str, Any] | None = Field(None, description="envs.carla.pool.CarlaPoolConfig, env 'carla' only")
     max_failures: int = Field(2, ge=0, description="retries of a crashed trial, from its last checkpoint")
@@ -229,8 +233,12 @@ class StudySpec(BaseModel):
             if repeated:
                 problems.append(f"arms repeat: {repeated} (an extra arm equals a factor level or another arm)")
             problems += [f"arm {arm}: {p}" for arm, overrides in arms(self) for p in trial_problems(self, overrides)]
+        if self.scheduler.asha is None:
+            self.scheduler = self.scheduler.model_copy(update={"asha": self.design == "optuna"})
         sched, budget = self.scheduler, self.budget
-        if not budget.eval_every <= sched.grace_period <= budget.steps:
+        if sched.asha and sched.grace_period is None:
+            problems.append("scheduler.grace_period is required when ASHA prunes (scheduler.asha)")
+        elif sched.asha and not budget.eval_every <= sched.grace_period <= budget.steps:
             problems.append(
                 f"scheduler.grace_period ({sched.grace_period}) must lie in [budget.eval_every "
                 f"({budget.eval_every}), budget.steps ({budget.steps})]: ASHA ranks on evaluation return"
