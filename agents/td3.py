@@ -50,7 +50,9 @@ class TD3Networks:
         """Fresh networks, initialized on the CPU from torch's global RNG (so the same seed gives the
         same weights on any device), then moved; targets start as exact copies."""
         actor = Actor(observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features).to(device)
-        critic = TwinCritic(observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features).to(device)
+        critic = TwinCritic(
+            observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features, cfg.critic_layer_norm
+        ).to(device)
         return cls(actor, critic, _frozen_copy(actor), _frozen_copy(critic))
 
 
@@ -130,7 +132,10 @@ def critic_l2_penalty(critic: nn.Module, coeff: float) -> Tensor:
 
     Biases are left out as in the usual L2 regularization of weights (and as the issue states): a
     bias shifts Q uniformly, it does not steepen Q along the action, which is where the actor finds
-    the values to climb.
+    the values to climb. The ``ndim > 1`` test also leaves out LayerNorm's gains and biases
+    (``critic_layer_norm``), which are 1-D: a gain rescales a normalized feature, and pulling it
+    towards 0 rather than its initial 1 would shrink the features the norm exists to keep at unit
+    scale.
     """
     return coeff * torch.stack([(w * w).sum() for w in critic.parameters() if w.ndim > 1]).sum()
 
