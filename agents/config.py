@@ -46,14 +46,14 @@ class TD3Config(BaseModel):
         ge=0.0,
         description="explicit penalty critic_l2 * sum(w**2) over critic weight matrices and kernels "
         "(not biases, not LayerNorm gains), added to the critic loss; it enters the gradient that "
-        "clipping sees. Without clipping it is the same update as coupled decay 2 * critic_l2 on "
-        "those weights alone (critic_weight_decay decays all parameters, so it is not); with "
-        "clipping that binds, it is not either (the decay joins after clipping)",
+        "clipping sees. Without clipping it is the same update as coupled critic_weight_decay = "
+        "2 * critic_l2; when clipping binds it is not (the decay joins after clipping)",
     )
     critic_weight_decay: float = Field(
         default=0.0,
         ge=0.0,
-        description="optimizer weight decay on every critic parameter (biases and LayerNorm gains too)",
+        description="optimizer weight decay on the critic's weight matrices and kernels (not biases, "
+        "not LayerNorm gains: the parameters critic_l2 penalizes)",
     )
     weight_decay_mode: Literal["coupled", "decoupled"] = Field(
         default="coupled",
