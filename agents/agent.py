@@ -31,7 +31,7 @@ from agents.buffer import ReplayBuffer, storage_dtype
 from agents.config import TD3Config
 from agents.diagnostics import actor_metrics, alert_metrics, critic_metrics, explosion_flags, to_floats
 from agents.networks import Obs
-from agents.td3 import ActorStep, TD3Networks, make_optimizers, td3_update
+from agents.td3 import ActorStep, TD3Networks, make_optimizers, regroup_critic_optimizer_state, td3_update
 
 AGENT_FILE = "agent.pt"
 BUFFER_FILE = "buffer.npz"
@@ -236,7 +236,7 @@ class TD3:
         for name in _NETWORKS:
             getattr(self.nets, name).load_state_dict(state[name])
         self.optimizers.actor.load_state_dict(state["actor_optimizer"])
-        self.optimizers.critic.load_state_dict(state["critic_optimizer"])
+        self.optimizers.critic.load_state_dict(regroup_critic_optimizer_state(state["critic_optimizer"], self.nets.critic))
         self.env_steps, self.updates = state["env_steps"], state["updates"]
         self._reward_min, self._reward_max = state["reward_range"]
         self._alert_counts.copy_(state["alert_counts"])

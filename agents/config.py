@@ -44,16 +44,26 @@ class TD3Config(BaseModel):
     critic_l2: float = Field(
         default=0.0,
         ge=0.0,
-        description="explicit penalty critic_l2 * sum(w**2) over critic weights (not biases), added "
-        "to the critic loss; it enters the gradient that clipping sees",
+        description="explicit penalty critic_l2 * sum(w**2) over critic weight matrices and kernels "
+        "(not biases, not LayerNorm gains), added to the critic loss; it enters the gradient that "
+        "clipping sees. Without clipping it is the same update as coupled critic_weight_decay = "
+        "2 * critic_l2; when clipping binds it is not (the decay joins after clipping)",
     )
     critic_weight_decay: float = Field(
-        default=0.0, ge=0.0, description="optimizer weight decay on every critic parameter (biases too)"
+        default=0.0,
+        ge=0.0,
+        description="optimizer weight decay on the critic's weight matrices and kernels (not biases, "
+        "not LayerNorm gains: the parameters critic_l2 penalizes)",
     )
     weight_decay_mode: Literal["coupled", "decoupled"] = Field(
         default="coupled",
         description="coupled: Adam(weight_decay), the decay joins the gradient and is rescaled by "
         "Adam's adaptive step; decoupled: AdamW, the decay shrinks weights by lr * decay directly",
+    )
+    critic_layer_norm: bool = Field(
+        default=False,
+        description="nn.LayerNorm (elementwise affine) after each hidden linear layer of both critics, "
+        "before the ReLU, and so of their targets (copies); the actor has none. Off: TD3 as published",
     )
     reward_clip: float | None = Field(
         default=None, gt=0.0, description="clip rewards to [-c, c] inside the update only; null = off"

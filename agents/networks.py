@@ -46,16 +46,25 @@ class Linear(nn.Module):
 
 
 class MLP(nn.Module):
-    """Linear layers with ReLU between them; ``sizes`` = [in, hidden..., out]."""
+    """Linear layers with ReLU between them; ``sizes`` = [in, hidden..., out].
 
-    def __init__(self, sizes: Sequence[int]) -> None:
+    ``layer_norm``: an ``nn.LayerNorm`` (elementwise affine) after each hidden linear layer, before
+    its ReLU, none after the output layer. The norms live in a list of their own, so an MLP without
+    them has the same parameters and state_dict keys as before the option existed.
+    """
+
+    def __init__(self, sizes: Sequence[int], layer_norm: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(Linear(a, b) for a, b in pairwise(sizes))
+        self.norms = nn.ModuleList(nn.LayerNorm(n) for n in sizes[1:-1]) if layer_norm else nn.ModuleList()
 
     def forward(self, x: Tensor) -> Tensor:
         *hidden, last = self.layers
-        for layer in hidden:
-            x = layer(x).relu_()  # in place: one activation-sized buffer less per layer
+        for i, layer in enumerate(hidden):
+            x = layer(x)
+            if self.norms:
+                x = self.norms[i](x)
+            x = x.relu_()  # in place: one activation-sized buffer less per layer
         return last(x)
 
 
@@ -158,14 +167,27 @@ class Actor(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """Q(s, a) = MLP([encoder(s), a]), one value per batch row."""
+    """Q(s, a) = MLP([encoder(s), a]), one value per batch row.
+
+    ``layer_norm`` puts a LayerNorm after each hidden layer of the MLP head (not in the image
+    encoder), as the recent methods that keep Q learning bounded do: RLPD (Ball et al. 2023), BRO
+    (Nauman et al. 2024), SimBa (Lee et al. 2025), and PQN (Gallici et al. 2025), which shows
+    LayerNorm with L2 makes TD learning stable even without target networks. A normalized hidden
+    layer has unit scale whatever the weights before it, so Q can grow only through the last
+    LayerNorm's gains and biases and the output layer, not through every layer's weights at once.
+    """
 
     def __init__(
-        self, observation_space: gym.Space, action_dim: int, hidden_sizes: Sequence[int], cnn_features: int
+        self,
+        observation_space: gym.Space,
+        action_dim: int,
+        hidden_sizes: Sequence[int],
+        cnn_features: int,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = ObsEncoder(observation_space, cnn_features)
-        self.mlp = MLP([self.encoder.out_dim + action_dim, *hidden_sizes, 1])
+        self.mlp = MLP([self.encoder.out_dim + action_dim, *hidden_sizes, 1], layer_norm)
 
     def forward(self, obs: Obs, action: Tensor) -> Tensor:
         return self.mlp(torch.cat([self.encoder(obs), action], dim=1)).squeeze(1)
@@ -179,11 +201,16 @@ class TwinCritic(nn.Module):
     """
 
     def __init__(
-        self, observation_space: gym.Space, action_dim: int, hidden_sizes: Sequence[int], cnn_features: int
+        self,
+        observation_space: gym.Space,
+        action_dim: int,
+        hidden_sizes: Sequence[int],
+        cnn_features: int,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         self.q = nn.ModuleList(
-            QNetwork(observation_space, action_dim, hidden_sizes, cnn_features) for _ in range(2)
+            QNetwork(observation_space, action_dim, hidden_sizes, cnn_features, layer_norm) for _ in range(2)
         )
 
     def forward(self, obs: Obs, action: Tensor) -> Tensor:

@@ -50,7 +50,9 @@ class TD3Networks:
         """Fresh networks, initialized on the CPU from torch's global RNG (so the same seed gives the
         same weights on any device), then moved; targets start as exact copies."""
         actor = Actor(observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features).to(device)
-        critic = TwinCritic(observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features).to(device)
+        critic = TwinCritic(
+            observation_space, action_dim, cfg.hidden_sizes, cfg.cnn_features, cfg.critic_layer_norm
+        ).to(device)
         return cls(actor, critic, _frozen_copy(actor), _frozen_copy(critic))
 
 
@@ -67,21 +69,56 @@ class TD3Optimizers:
     critic: torch.optim.Optimizer
 
 
+def is_weight_matrix(p: Tensor) -> bool:
+    """What the critic's regularizers act on: weight matrices and conv kernels, not biases or
+    LayerNorm gains (1-D). A bias shifts Q uniformly, it does not steepen Q along the action, which
+    is where the actor finds the values to climb; a gain pulled towards 0 rather than its initial 1
+    would shrink the features a LayerNorm exists to keep at unit scale."""
+    return p.ndim > 1
+
+
+def critic_param_groups(critic: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """The critic's optimizer groups: weight matrices decayed, every other parameter not."""
+    params = list(critic.parameters())
+    return [
+        {"params": [p for p in params if is_weight_matrix(p)], "weight_decay": weight_decay},
+        {"params": [p for p in params if not is_weight_matrix(p)], "weight_decay": 0.0},
+    ]
+
+
 def make_optimizers(nets: TD3Networks, cfg: TD3Config) -> TD3Optimizers:
-    """Adam for the actor; for the critic Adam with coupled decay, or AdamW with decoupled decay.
+    """Adam for the actor; for the critic Adam with coupled decay, or AdamW with decoupled decay,
+    both on the weights ``critic_l2`` penalizes (``is_weight_matrix``).
 
     Coupled (Adam's ``weight_decay``): g <- g + wd * w enters the moment estimates, so the decay is
-    rescaled by Adam's adaptive step, like an L2 penalty (wd / 2) * sum w^2 that clipping never
-    sees. Decoupled (AdamW): w <- w * (1 - lr * wd), independent of the gradient's scale.
+    rescaled by Adam's adaptive step. Without clipping that is the update of the L2 penalty
+    (wd / 2) * sum w^2 (``critic_l2 = wd / 2``); when clipping binds they differ, because the
+    penalty's gradient is clipped with the TD gradient and the decay joins after clipping.
+    Decoupled (AdamW): w <- w * (1 - lr * wd), independent of the gradient's scale.
     Fused kernels: one call updates every parameter (the fastest CPU and CUDA path).
     """
     critic_cls = torch.optim.Adam if cfg.weight_decay_mode == "coupled" else torch.optim.AdamW
     return TD3Optimizers(
         actor=torch.optim.Adam(nets.actor.parameters(), lr=cfg.lr_actor, fused=True),
-        critic=critic_cls(
-            nets.critic.parameters(), lr=cfg.lr_critic, weight_decay=cfg.critic_weight_decay, fused=True
-        ),
+        critic=critic_cls(critic_param_groups(nets.critic, cfg.critic_weight_decay), lr=cfg.lr_critic, fused=True),
     )
+
+
+def regroup_critic_optimizer_state(saved: dict, critic: nn.Module) -> dict:
+    """A critic optimizer state saved with one group (before the decay spared biases) in the
+    groups of ``critic_param_groups``: each parameter keeps its moments, under its new index."""
+    if len(saved["param_groups"]) != 1:
+        return saved
+    params = list(critic.parameters())
+    order = [i for i, p in enumerate(params) if is_weight_matrix(p)] + [i for i, p in enumerate(params) if not is_weight_matrix(p)]
+    new_index = {old: new for new, old in enumerate(order)}
+    (group,) = saved["param_groups"]
+    n_matrices = sum(is_weight_matrix(p) for p in params)
+    groups = [
+        {**group, "params": list(range(n_matrices))},
+        {**group, "params": list(range(n_matrices, len(params))), "weight_decay": 0.0},
+    ]
+    return {"state": {new_index[int(i)]: s for i, s in saved["state"].items()}, "param_groups": groups}
 
 
 @dataclass(frozen=True)
@@ -126,13 +163,9 @@ def td3_target(
 
 
 def critic_l2_penalty(critic: nn.Module, coeff: float) -> Tensor:
-    """coeff * sum(w**2) over the critic's weights: matrices and conv kernels, not biases.
-
-    Biases are left out as in the usual L2 regularization of weights (and as the issue states): a
-    bias shifts Q uniformly, it does not steepen Q along the action, which is where the actor finds
-    the values to climb.
-    """
-    return coeff * torch.stack([(w * w).sum() for w in critic.parameters() if w.ndim > 1]).sum()
+    """coeff * sum(w**2) over the critic's weight matrices and conv kernels (``is_weight_matrix``),
+    the parameters the optimizer's weight decay acts on too."""
+    return coeff * torch.stack([(w * w).sum() for w in critic.parameters() if is_weight_matrix(w)]).sum()
 
 
 def backward_and_clip(

@@ -180,8 +180,9 @@ def test_reward_clipping_changes_the_targets_but_not_the_logged_rewards() -> Non
     assert raw["debug/target_q_max"] > 0.5 + 1.0 >= clipped["debug/target_q_max"]  # |Q'| < 1 at init
 
 
-def test_checkpoint_round_trip_continues_identically(tmp_path: Path) -> None:
-    cfg = small_cfg()
+@pytest.mark.parametrize("critic_layer_norm", [False, True])
+def test_checkpoint_round_trip_continues_identically(tmp_path: Path, critic_layer_norm: bool) -> None:
+    cfg = small_cfg(critic_layer_norm=critic_layer_norm)
     original = TD3(OBS_SPACE, ACTION_SPACE, cfg, device="cpu", seed=5)
     feeder = Feeder(OBS_SPACE, 0)
     run(original, feeder, 40)

@@ -1,4 +1,5 @@
-"""TD3's maths (agents.td3): the target's switches, the L2 penalty, decay modes, clipping, delays."""
+"""TD3's maths (agents.td3): the target's switches, the L2 penalty, decay modes and when they are one
+treatment, clipping, delays."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from agents.td3 import (
     TD3Networks,
     critic_l2_penalty,
     make_optimizers,
+    regroup_critic_optimizer_state,
     soft_update_,
     td3_target,
     td3_update,
@@ -142,8 +144,8 @@ def test_critic_l2_adds_exactly_the_penalty_to_the_critic_loss() -> None:
 @pytest.mark.parametrize("mode", ["coupled", "decoupled"])
 def test_weight_decay_modes_follow_adam_and_adamw(mode: str) -> None:
     """One step from zero moments: Adam's update is lr * g / (|g| + eps) elementwise (bias-corrected)."""
-    lr, wd, eps = 1e-2, 0.1, 1e-8
-    cfg = small_cfg(lr_critic=lr, critic_weight_decay=wd, weight_decay_mode=mode)
+    lr, decay, eps = 1e-2, 0.1, 1e-8
+    cfg = small_cfg(lr_critic=lr, critic_weight_decay=decay, weight_decay_mode=mode)
     nets = make_nets(cfg)
     opt = make_optimizers(nets, cfg).critic
     params = list(nets.critic.parameters())
@@ -153,12 +155,66 @@ def test_weight_decay_modes_follow_adam_and_adamw(mode: str) -> None:
         p.grad = g.clone()
     opt.step()
     for p, w, g in zip(params, before, grads, strict=True):
+        wd = decay if p.ndim > 1 else 0.0  # weight matrices only: biases are not decayed
         if mode == "coupled":  # decay joins the gradient, then Adam normalizes it away
             g_eff = g + wd * w
             expected = w - lr * g_eff / (g_eff.abs() + eps)
         else:  # decay shrinks the weight directly, outside Adam's normalization
             expected = w * (1 - lr * wd) - lr * g / (g.abs() + eps)
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+L2 = 0.01  # critic_l2 = c; the coupled decay it should match is 2c (the gradient of c w^2 is 2c w)
+SAME = 1e-6  # float32 rounding over 20 Adam steps; measured 3e-8
+
+
+def critic_after_20_updates(cfg: TD3Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's parameters (flat) after 20 updates on fixed batches from fixed initial networks
+    and target noise, and the 20 critic gradient norms before clipping."""
+    nets = make_nets(cfg)
+    opts = make_optimizers(nets, cfg)
+    generator, norms = torch.Generator().manual_seed(0), []
+    for i in range(20):
+        critic, _ = td3_update(make_batch(seed=i), nets, opts, cfg, generator, update_actor=i % 2 == 1)
+        norms.append(critic.grad_norms.norm())
+    return torch.cat([p.detach().flatten() for p in nets.critic.parameters()]), torch.stack(norms)
+
+
+def test_without_clipping_critic_l2_is_coupled_decay_of_twice_it() -> None:
+    """d/dw (c w^2) = 2c w joins the TD gradient before Adam, as coupled decay's 2c w does, on the
+    same weights (biases and LayerNorm gains neither penalized nor decayed)."""
+    penalized, _ = critic_after_20_updates(small_cfg(critic_l2=L2))
+    decayed, _ = critic_after_20_updates(small_cfg(critic_weight_decay=2 * L2, weight_decay_mode="coupled"))
+    unregularized, _ = critic_after_20_updates(small_cfg())
+    assert float((penalized - decayed).abs().max()) < SAME
+    assert float((penalized - unregularized).abs().max()) > 100 * SAME  # the penalty did act
+
+
+def test_with_clipping_that_binds_critic_l2_and_coupled_decay_differ() -> None:
+    """The L2 term's gradient is clipped with the TD gradient; coupled decay joins after clipping."""
+    clip = 0.1
+    penalized, norms_l2 = critic_after_20_updates(small_cfg(critic_l2=L2, grad_clip_norm=clip))
+    decayed, norms_decay = critic_after_20_updates(
+        small_cfg(critic_weight_decay=2 * L2, weight_decay_mode="coupled", grad_clip_norm=clip)
+    )
+    assert bool((norms_l2 > clip).all() and (norms_decay > clip).all())  # clipping binds at every step
+    assert float((penalized - decayed).abs().max()) > 100 * SAME
+
+
+def test_a_critic_optimizer_saved_with_one_group_keeps_each_parameters_moments() -> None:
+    """Checkpoints from before the decay spared biases hold one group: regrouped, every parameter
+    finds its own Adam moments again."""
+    cfg = small_cfg(critic_weight_decay=0.01)
+    nets = make_nets(cfg)
+    legacy = torch.optim.Adam(nets.critic.parameters(), lr=cfg.lr_critic, weight_decay=0.01)
+    for p in nets.critic.parameters():
+        p.grad = torch.randn_like(p)
+    legacy.step()
+    optimizer = make_optimizers(nets, cfg).critic
+    optimizer.load_state_dict(regroup_critic_optimizer_state(legacy.state_dict(), nets.critic))
+    for p in nets.critic.parameters():
+        torch.testing.assert_close(optimizer.state[p]["exp_avg"], legacy.state[p]["exp_avg"])
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
 
 
 def test_gradient_norms_are_reported_before_clipping() -> None:
