@@ -1,6 +1,5 @@
-"""Comparisons of an arm with the baseline that stay honest at 3-10 seeds.
-
-Pure functions (numpy, scipy, pandas; no I/O) over analysis.load's trial table and curves.
+"""Comparisons of an arm with the baseline that stay honest at 3-10 seeds: pure functions (numpy,
+scipy, pandas; no I/O) over analysis.load's trial table and curves.
 
 Pairing. A seed gives every arm the same initial weights, warm-up actions and env seeds, so an
 arm with the same seeds as the baseline is compared seed by seed: returns by the Student-t
@@ -43,9 +42,10 @@ import numpy as np
 import pandas as pd
 from scipy import integrate, stats
 
+from study.metrics import ENV_STEPS, EVAL_RETURN
+from study.plan import BASELINE
+
 CONFIDENCE = 0.95
-# The metric names of study.metrics (not imported: that module pulls in the agent and torch).
-ENV_STEPS, EVAL_RETURN = "env_steps", "eval/return_mean"
 COMPLETED = "completed"
 MIN_SEEDS = 3  # fewer seeds than this (pairs, or per arm) and a verdict says "too few seeds"
 
@@ -317,7 +317,7 @@ class ArmComparison:
 
 
 def compare_arm(
-    trials: pd.DataFrame, curves: pd.DataFrame, arm: str, baseline: str = "baseline", *, step: float | None = None,
+    trials: pd.DataFrame, curves: pd.DataFrame, arm: str, baseline: str = BASELINE, *, step: float | None = None,
     horizon: float | None = None, measure: str = "return", pair_common: bool = False,
 ) -> ArmComparison:
     """``arm`` against ``baseline``: explosions by ``horizon`` (default ``default_horizon`` of the two
@@ -336,12 +336,12 @@ def compare_arm(
     return ArmComparison(arm, rate, ret, step, horizon, int(outcome["outcome"].isna().sum()), measure)
 
 
-def _span(d: Difference, sign: str = "+", digits: int | None = None) -> str:
-    """``+12 [-40, 70]``: two significant digits of the interval's width unless ``digits``."""
-    if not math.isfinite(width := d.high - d.low):
-        return f"{d.estimate:{sign}.2f} [no interval]"
+def span(estimate: float, low: float, high: float, digits: int | None = None) -> str:
+    """``+12 [-40, 70]``: two significant digits of the interval's width unless ``digits`` (verdicts, tables)."""
+    if not math.isfinite(width := high - low):
+        return f"{estimate:+.2f} [no interval]"
     digits = digits if digits is not None else max(0, 1 - math.floor(math.log10(width))) if width > 0 else 2
-    return f"{d.estimate:{sign}.{digits}f} [{d.low:.{digits}f}, {d.high:.{digits}f}]"
+    return f"{estimate:+.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _enough(d: Difference, min_seeds: int) -> bool:
@@ -379,10 +379,10 @@ def verdict_line(c: ArmComparison, min_seeds: int = MIN_SEEDS) -> str:
     r = c.rate
     censored = f" by {c.horizon:,.0f} steps, {c.censored} censored" if c.censored else ""
     text = f"{c.arm}: exploded {r.exploded_arm}/{r.n_arm} vs {r.exploded_baseline}/{r.n_baseline}{censored}"
-    text += f" ({'paired' if r.paired else 'unpaired'} difference {_span(r, digits=2)})"
+    text += f" ({'paired' if r.paired else 'unpaired'} difference {span(r.estimate, r.low, r.high, digits=2)})"
     if c.ret is not None:
         what = "return at" if c.measure == "return" else "mean return (area under the curve) to"
-        text += f"; {what} {c.step:,.0f} steps {_span(c.ret)}" + ("" if c.ret.paired else " (unpaired)")
+        text += f"; {what} {c.step:,.0f} steps {span(c.ret.estimate, c.ret.low, c.ret.high)}{'' if c.ret.paired else ' (unpaired)'}"
     return f"{text}: {verdict(c, min_seeds)}"
 
 

@@ -6,7 +6,7 @@ Each cell simulates ``--studies`` studies from a known distribution and counts t
 hold the true value (``analysis.stats.coverage``). Rows:
 
 - mean of one arm's returns, Student-t (``t_interval``), and for reference the percentile
-  bootstrap of the mean (what analysis.tables uses; 2,000 resamples, vectorised here): normal;
+  bootstrap of the mean (what analysis.tables used before; 2,000 resamples, vectorised here): normal;
   Student-t with 3 df (heavy tails); lognormal sigma 0.5 and 1 (skewed); RL-like mixtures of
   seeds that learn (N(-200, 30)) and seeds that fail (N(-900, 100)), 50/50 and 70/30.
 - paired mean difference (``mean_difference`` on matched seeds): a seed effect N(0, 300) shared

@@ -23,6 +23,20 @@ def test_t_interval_by_hand() -> None:
     assert all(math.isnan(v) for v in s.t_interval([5.0]))
 
 
+def test_wilson_interval_matches_its_formula() -> None:
+    z2 = 1.959963984540054**2
+    assert s.wilson(0, 3) == pytest.approx((0.0, z2 / (3 + z2)))
+    assert s.wilson(3, 3) == pytest.approx((3 / (3 + z2), 1.0))
+    assert all(math.isnan(v) for v in s.wilson(0, 0))
+
+
+def test_newcombe_unpaired_matches_newcombe_1998() -> None:
+    """Newcombe (1998), Statistics in Medicine 17:873, table II, example (a), method 10."""
+    diff, (low, high) = s.newcombe_unpaired(56, 70, 48, 80)
+    assert diff == pytest.approx(0.2)
+    assert (low, high) == pytest.approx((0.0524, 0.3339), abs=5e-4)
+
+
 def test_newcombe_paired_matches_the_published_example() -> None:
     """Fagerland, Lydersen & Laake (2017), ch. 8, Cavo et al. (2012): 59, 6, 16, 80 pairs."""
     d, (low, high) = s.newcombe_paired(59, 6, 16, 80)
