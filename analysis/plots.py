@@ -5,8 +5,9 @@
    not log because Q can be negative (Pendulum's returns all are) and can run away downward.
 2. Evaluation return against env steps per arm: the mean over seeds with a band from the worst
    to the best seed, which with a handful of seeds is the spread worth seeing.
-3. Explosion rate per factor level (or per arm) with Wilson intervals: the share of seeds whose
-   actor-path Q left its interval, the study's first question.
+3. Explosion rate per factor level (or per arm) with Wilson intervals: the share of the trials
+   observed to the table's horizon whose actor-path Q left its interval by then (a trial stopped
+   earlier without exploding is censored, in neither), the study's first question.
 """
 
 from __future__ import annotations
@@ -96,9 +97,11 @@ def explosion_figure(table: pd.DataFrame) -> Figure:
         ax.bar(labels, rate, yerr=error, capsize=4, color="tab:red", alpha=0.7)
         ax.set_ylim(0, 1.05)
         ax.set_title(str(name), fontsize=9)
-        ax.set_ylabel("share of seeds exploded")
+        ax.set_ylabel("share exploded (of observed)")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    fig.suptitle("Explosion rate (95% Wilson interval)")
+    horizons = set(table["horizon"])
+    by = f"by {horizons.pop():,.0f} env steps" if len(horizons) == 1 else "by each row's horizon"
+    fig.suptitle(f"Explosion rate (95% Wilson interval)\n{by}; censored trials left out", fontsize=10)
     return fig
 
 

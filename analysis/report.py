@@ -1,10 +1,11 @@
 """``python -m analysis.report --storage DIR [--study NAME]``: a study's tables and plots as a
 Markdown and an HTML report in ``<storage>/<study>/report/``; prints the ablation table.
 
-The report is assembled once as a list of sections (a title, a table or a figure, a note) and
-rendered twice, so the Markdown and the HTML always say the same thing. Which sections appear
+The report is assembled once as a list of sections (a title, a table, a figure, lines, a note)
+and rendered twice, so the Markdown and the HTML always say the same thing. Which sections appear
 depends on the design: factorial studies get main effects, one-at-a-time studies each arm
-against the baseline, Optuna studies the best configurations and parameter importances.
+against the baseline, both a line per comparison with the verdict its intervals support, Optuna
+studies the best configurations and parameter importances.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import argparse
 import html
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, tables
+from analysis import plots, stats, tables
 from analysis.load import StudyNotFound, StudyResults, load_study
 
 REPORT_DIR = "report"
@@ -27,12 +28,13 @@ REPORT_DIR = "report"
 
 @dataclass(frozen=True)
 class Section:
-    """One part of the report: a table, or a figure file next to the report."""
+    """One part of the report: a table, a figure file next to the report, or lines of text."""
 
     title: str
     note: str = ""
     table: pd.DataFrame | None = None
     figure: str | None = None
+    lines: tuple[str, ...] = ()
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -45,40 +47,84 @@ def number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def with_interval(value: float, low: float, high: float) -> str:
+def share(value: float) -> str:
+    """A rate, two decimals: counts of a few seeds carry no more."""
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def with_interval(value: float, low: float, high: float, show: Callable[[float], str] = number) -> str:
     """``value [low, high]``, the interval left out where there is none (one seed)."""
     if math.isnan(low) or math.isnan(high):
-        return number(value)
-    return f"{number(value)} [{number(low)}, {number(high)}]"
+        return show(value)
+    return f"{show(value)} [{show(low)}, {show(high)}]"
 
 
-def _column(frame: pd.DataFrame, name: str) -> list[str]:
-    return [with_interval(v, lo, hi) for v, lo, hi in frame[[name, f"{name}_low", f"{name}_high"]].itertuples(index=False)]
+def _column(frame: pd.DataFrame, name: str, show: Callable[[float], str] = number) -> list[str]:
+    columns = frame[[name, f"{name}_low", f"{name}_high"]].itertuples(index=False)
+    return [with_interval(v, lo, hi, show) for v, lo, hi in columns]
+
+
+def step(value: float) -> str:
+    """An env step as a person reads it, ``16,000``; a dash for none."""
+    return "–" if value is None or math.isnan(value) else f"{value:,.0f}"
 
 
 def format_ablation(table: pd.DataFrame) -> pd.DataFrame:
-    """An ``ablation_table`` / ``factor_level_table`` for reading: estimates with their 95% CIs."""
+    """An ``ablation_table`` / ``factor_level_table`` for reading: estimates with their 95% CIs,
+    the step returns are read at, explosions of the trials observed to the horizon."""
     return pd.DataFrame(
         {
-            "seeds": table["n_seeds"],
-            "return mean [95% CI]": _column(table, "return_mean"),
-            "return IQM [95% CI]": _column(table, "return_iqm"),
-            "exploded": [f"{k}/{n}" for k, n in zip(table["exploded"], table["n_seeds"], strict=True)],
-            "explosion rate [95% CI]": _column(table, "explosion_rate"),
-            "median explosion step": [number(v) for v in table["median_explosion_step"]],
-            "env steps": table["env_steps"],
+            "seeds": [f"{n} ({k} evaluated)" if k < n else str(n) for n, k in table[["n_seeds", "n_returns"]].to_numpy()],
+            "return at step": [step(v) for v in table["return_step"]],
+            "return mean [95% t CI]": _column(table, "return_mean"),
+            "return IQM": [
+                "IQM = mean (n < 4)" if is_mean and not math.isnan(v) else number(v)
+                for v, is_mean in zip(table["return_iqm"], table["iqm_is_mean"], strict=True)
+            ],
+            "exploded / observed": [f"{k}/{n}" for k, n in zip(table["exploded"], table["observed"], strict=True)],
+            "censored": table["censored"],
+            "explosions to step": [step(v) for v in table["horizon"]],
+            "explosion rate [95% Wilson CI]": _column(table, "explosion_rate", share),
+            "median explosion step": [step(v) for v in table["median_explosion_step"]],
+            "env steps": [step(v) for v in table["env_steps"]],
             "outcomes": table["outcomes"],
         },
         index=table.index,
     )
 
 
-def format_effects(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """``main_effects`` (prefix "effect") or ``versus_baseline`` (prefix "diff") for reading."""
+def difference(value: float, low: float, high: float, digits: int | None = None) -> str:
+    """A difference as the verdict lines print it (``stats.span``): signed, to the digits its
+    interval's width supports; a dash for none."""
+    return "–" if math.isnan(value) else stats.span(value, low, high, digits)
+
+
+def _differences(frame: pd.DataFrame, name: str, digits: int | None = None) -> list[str]:
+    columns = frame[[name, f"{name}_low", f"{name}_high"]].itertuples(index=False)
+    return [difference(v, lo, hi, digits) for v, lo, hi in columns]
+
+
+def _pairing(paired: bool, seeds: int) -> str:
+    return f"{'paired' if paired else 'unpaired'}, {seeds} seed{'s' * (seeds != 1)}"
+
+
+def format_comparisons(table: pd.DataFrame) -> pd.DataFrame:
+    """``versus_baseline`` or ``main_effects`` for reading: each side's explosions, the differences
+    with their 95% CIs and whether they were paired by seed, the step returns are read at."""
+    if table.empty:
+        return table
+    counts = table[["exploded", "observed", "reference_exploded", "reference_observed"]].itertuples(index=False)
     formatted = pd.DataFrame(
         {
-            "Δ return [95% CI]": _column(table, f"return_{prefix}"),
-            "Δ explosion rate [95% CI]": _column(table, f"explosion_{prefix}"),
+            "exploded / observed (vs reference)": [f"{k}/{n} vs {kr}/{nr}" for k, n, kr, nr in counts],
+            "censored": table["censored"],
+            "explosions to step": [step(v) for v in table["horizon"]],
+            "Δ explosion rate [95% CI]": _differences(table, "explosion_diff", digits=2),
+            "rate compared": [_pairing(p, n) for p, n in zip(table["explosion_paired"], table["explosion_seeds"], strict=True)],
+            "return at step": [step(v) for v in table["return_step"]],
+            "Δ return [95% CI]": _differences(table, "return_diff"),
+            "return compared": [_pairing(p, n) for p, n in zip(table["return_paired"], table["return_seeds"], strict=True)],
+            "verdict": table["verdict"],
         },
         index=table.index,
     )
@@ -109,36 +155,90 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def headline(table: pd.DataFrame) -> str:
-    """The study's answer in one sentence, from ``tables.ablation_table``: where actor-path Q
-    stayed bounded and where not."""
-    bounded = [arm for arm, row in table.iterrows() if row["exploded"] == 0]
-    exploded = [f"{arm} ({row['exploded']}/{row['n_seeds']})" for arm, row in table.iterrows() if row["exploded"]]
+    """The study's answer in one sentence, from ``tables.ablation_table``: where actor-path Q ran
+    away by the horizon and where not (exploded / observed; a censored trial is in neither)."""
+
+    def counts(row: pd.Series) -> str:
+        exploded, observed, censored = (int(row[column]) for column in ("exploded", "observed", "censored"))
+        return f"{exploded}/{observed}" + (f", {censored} censored" if censored else "")
+
+    rows = list(table.iterrows())
+    exploded = [f"{arm} ({counts(row)})" for arm, row in rows if row["exploded"]]
+    bounded = [f"{arm} ({counts(row)})" for arm, row in rows if not row["exploded"] and row["observed"]]
+    unobserved = [str(arm) for arm, row in rows if not row["observed"]]
+    by = f"by {step(table['horizon'].iloc[0])} env steps" if len(table) else ""
     parts = []
-    if bounded:
-        parts.append(f"The guard saw no actor-path Q runaway in any seed of: {', '.join(bounded)}.")
     if exploded:
-        parts.append(f"Actor-path Q ran away (seeds exploded / seeds) in: {', '.join(exploded)}.")
+        parts.append(f"Actor-path Q ran away {by} (exploded / observed) in: {', '.join(exploded)}.")
+    if bounded:
+        parts.append(f"The guard saw no actor-path Q runaway {by} in: {', '.join(bounded)}.")
+    if unobserved:
+        parts.append(f"No trial observed to that step in: {', '.join(unobserved)}.")
     return " ".join(parts)
+
+
+ABLATION_NOTE = (
+    "Return: each trial's latest evaluation at the last env step every trial of the row reached (return at step), "
+    "mean with its Student-t 95% interval over seeds; the IQM (25% trimmed mean) trims nothing below 4 seeds. "
+    "Explosions by one horizon (explosions to step): a trial stopped before it without exploding is censored, "
+    "in neither count; the rate has its Wilson 95% interval."
+)
+
+
+COMPARISON_NOTE = (
+    "Differences are arm minus baseline, explosions of the trials observed to the pair's horizon, returns at the last "
+    "env step both arms' trials reached. Paired: by seed (paired t; Newcombe's paired interval); unpaired where the "
+    "seed sets differ (Welch's t; Newcombe's hybrid score)."
+)
+
+
+VERDICTS_NOTE = {
+    "one_at_a_time": "Each arm against the baseline: explosions of the trials observed to the horizon (a trial stopped "
+    "earlier without exploding is censored), returns at the last env step both arms' trials reached; paired by seed "
+    "when both arms have the same seeds. A verdict claims only what a 95% interval excludes; under "
+    f"{stats.MIN_SEEDS} seeds it says too few.",
+    "factorial": "Each factor level against the factor's first level, averaged over the other factors' levels (the "
+    "cells): paired by seed and cell; returns at the last env step the two levels' trials reached, explosions "
+    "of the trials observed to the horizon. A verdict claims only what a 95% interval excludes; under "
+    f"{stats.MIN_SEEDS} seeds it says too few.",
+}
+
+
+def verdicts(results: StudyResults) -> Section | None:
+    """The "Verdicts" section: a line per arm against the baseline (one-at-a-time) or per factor
+    level against its reference (factorial); None for an Optuna study, which has neither."""
+    trials, curves = results.trials, results.curves
+    if results.design == "one_at_a_time" and tables.BASELINE not in set(trials["arm"]):
+        return Section("Verdicts", f"No arm named {tables.BASELINE!r}: nothing to compare the arms against.")
+    if results.design == "one_at_a_time":
+        comparisons = tables.arm_comparisons(trials, curves)
+    elif results.design == "factorial" and results.factors:
+        comparisons = list(tables.effect_comparisons(trials, curves, results.factors).values())
+    else:
+        return None
+    if not comparisons:
+        return Section("Verdicts", "Nothing to compare: no arm or factor level besides the reference.")
+    return Section("Verdicts", VERDICTS_NOTE[results.design], lines=tuple(stats.verdict_line(c) for c in comparisons))
 
 
 def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:
     """The report's content for this study's design (figures as file names in the report dir);
-    ``arms`` is ``tables.ablation_table(results.trials)``, computed once by the caller."""
-    trials, factors = results.trials, results.factors
-    parts = [
-        Section("Ablation per arm", "Return is the last evaluation's; intervals are over seeds.", format_ablation(arms)),
-    ]
+    ``arms`` is ``tables.ablation_table(results.trials, results.curves)``, computed once by the caller."""
+    trials, curves, factors = results.trials, results.curves, results.factors
+    parts = [part for part in [verdicts(results)] if part is not None]
+    parts.append(Section("Ablation per arm", ABLATION_NOTE, format_ablation(arms)))
     if results.design == "factorial" and factors:
-        parts.append(Section("Per factor level", table=format_ablation(tables.factor_level_table(trials, factors))))
+        parts.append(Section("Per factor level", table=format_ablation(tables.factor_level_table(trials, curves, factors))))
         parts.append(
             Section(
                 "Main effects",
-                "Each level against the factor's first level, averaged over the other factors.",
-                format_effects(tables.main_effects(trials, factors), "effect"),
+                "Each level against the factor's first level, averaged over the other factors, paired by seed and cell.",
+                format_comparisons(tables.main_effects(trials, curves, factors)),
             )
         )
     if results.design == "one_at_a_time" and tables.BASELINE in set(trials["arm"]):
-        parts.append(Section("Each arm against the baseline", table=format_effects(tables.versus_baseline(trials), "diff")))
+        versus = format_comparisons(tables.versus_baseline(trials, curves))
+        parts.append(Section("Each arm against the baseline", COMPARISON_NOTE, versus))
     if results.design == "optuna" and factors:
         parts.append(Section("Best configurations (Q bounded)", table=format_numbers(tables.best_configs(trials, factors))))
         importances = pd.DataFrame(
@@ -160,7 +260,7 @@ def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:
 def explosion_table(results: StudyResults, arms: pd.DataFrame) -> pd.DataFrame:
     """What the explosion plot shows: per factor level for factorial designs, else per arm."""
     if results.design == "factorial" and results.factors:
-        return tables.factor_level_table(results.trials, results.factors)
+        return tables.factor_level_table(results.trials, results.curves, results.factors)
     return arms
 
 
@@ -171,6 +271,8 @@ def render_markdown(results: StudyResults, summary: str, parts: Sequence[Section
     lines = [f"# Study `{results.name}` ({results.design})", "", _intro(results), "", summary, ""]
     for part in parts:
         lines += [f"## {part.title}", ""]
+        if part.lines:
+            lines += [f"- {line}" for line in part.lines] + [""]
         if part.note:
             lines += [part.note, ""]
         if part.table is not None:
@@ -185,14 +287,20 @@ def render_html(results: StudyResults, summary: str, parts: Sequence[Section]) -
     body += [f"<p>{html.escape(_intro(results))}</p>", f"<p><b>{html.escape(summary)}</b></p>"]
     for part in parts:
         body.append(f"<h2>{html.escape(part.title)}</h2>")
+        if part.lines:
+            body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in part.lines) + "</ul>")
         if part.note:
             body.append(f"<p>{html.escape(part.note)}</p>")
         if part.table is not None:
-            body.append(part.table.reset_index().to_html(border=0, index=False))
+            body.append(f"<div class='table'>{part.table.reset_index().to_html(border=0, index=False)}</div>")
         if part.figure is not None:
             body.append(f'<img src="{part.figure}" alt="{html.escape(part.title)}">')
-    style = "body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;font-size:13px}"
-    style += " td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right} img{max-width:100%}"
+    # Numbers stay on one line and align right; the first column (the row's name) and the last (a
+    # verdict, the outcomes) are text. Wide tables scroll in their box instead of squeezing.
+    style = "body{font-family:sans-serif;max-width:1300px;margin:auto} table{border-collapse:collapse;font-size:13px}"
+    style += " td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right} td{white-space:nowrap}"
+    style += " td:first-child,th:first-child,td:last-child,th:last-child{text-align:left} td:last-child{white-space:normal;min-width:12em}"
+    style += " .table{overflow-x:auto} img{max-width:100%} li{margin:4px 0}"
     return f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(results.name)}</title>" + (
         f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
@@ -208,10 +316,10 @@ def _intro(results: StudyResults) -> str:
 
 def write_report(results: StudyResults, out_dir: Path | str) -> tuple[Path, pd.DataFrame]:
     """Write report.md, report.html, the figures and the tables as CSV; return report.md's path
-    and the ablation table (its bootstrap intervals are the expensive part: computed once)."""
+    and the ablation table (computed once: the headline, a section and the printout read it)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    arms = tables.ablation_table(results.trials)
+    arms = tables.ablation_table(results.trials, results.curves)
     plots.save(plots.actor_q_figure(results), out_dir / "actor_q.png")
     plots.save(plots.return_figure(results), out_dir / "returns.png")
     plots.save(plots.explosion_figure(explosion_table(results, arms)), out_dir / "explosion.png")

@@ -1,102 +1,35 @@
-"""Ablation tables: pure functions from the tidy trial table to statistics over seeds.
+"""Ablation tables: pure functions from the trial table and the curves to statistics over seeds.
 
 The question a study answers is which factor keeps the actor-path Q bounded and what it costs in
-return, so every table gives both, with intervals honest about how few seeds there are:
+return, so every table gives both, with the intervals of analysis.stats, whose coverage at 3-10
+seeds is measured there (Student-t over seeds; Wilson and Newcombe for rates):
 
-- returns: mean and interquartile mean (IQM, the 25% trimmed mean: rliable's definition, robust
-  to one wild seed and less noisy than the median) with 95% percentile bootstrap intervals over
-  seeds (``scipy.stats.bootstrap``, the method rliable uses). rliable itself does not import next
-  to pandas 3 here (its dependency ``arch`` breaks), so scipy does the resampling.
-- explosion rates: Wilson score intervals (binomial), and Newcombe's interval for a difference of
-  two rates. A bootstrap of 0-or-1 outcomes from three seeds collapses to [0, 0] when none
-  exploded; a score interval still says "up to ~56% is consistent with 0 of 3".
+- returns at a common budget: ASHA stops trials at its rungs and the guard anywhere, so a row
+  reads each trial's latest evaluation at the last step all its trials reached (``return_step``),
+  not final returns of different budgets. The IQM trims nothing below 4 seeds (``iqm_is_mean``).
+- explosions by a horizon (``stats.explosion_counts``): a trial pruned before it without exploding
+  is censored, in neither numerator nor denominator; it is not a survivor.
+- comparisons pair by seed (arms: ``stats.compare_arm``; main effects: by seed and cell) and say
+  when they cannot.
 
-Nothing here reads files or draws: inputs are DataFrames and arrays, outputs are DataFrames.
+Nothing here reads files or draws: inputs are DataFrames, outputs are DataFrames.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from scipy import stats
 
+from analysis import stats
 from study.guard import GuardConfig, GuardState, StopReason, actor_q_excess, guard_step
 from study.plan import BASELINE
 from study.results import decode_param
-
-CONFIDENCE = 0.95
-N_RESAMPLES = 10_000
-# A fixed seed makes a report reproducible: the same results give the same intervals.
-BOOTSTRAP_SEED = 0
-
-Interval = tuple[float, float]
-NAN_INTERVAL: Interval = (math.nan, math.nan)
-
-
-# --- statistics -------------------------------------------------------------------------------
-
-
-def iqm(values: Any, axis: int = -1) -> Any:
-    """Interquartile mean: the mean of the middle half of the values (25% trimmed each side)."""
-    return stats.trim_mean(values, 0.25, axis=axis)
-
-
-def _mean(values: Any, axis: int = -1) -> Any:
-    return np.mean(values, axis=axis)
-
-
-def bootstrap_ci(
-    samples: Sequence[np.ndarray], statistic: Callable[..., Any], seed: int = BOOTSTRAP_SEED
-) -> Interval:
-    """95% percentile bootstrap interval of ``statistic(*samples, axis=-1)``.
-
-    Each sample is resampled on its own, so passing one sample per cell of a design gives the
-    stratified bootstrap (seeds are exchangeable within a cell, not across cells). NaN when a
-    sample has fewer than two values: one seed says nothing about the spread over seeds.
-    """
-    samples = [np.asarray(sample, dtype=float) for sample in samples]
-    if not samples or any(len(sample) < 2 for sample in samples):
-        return NAN_INTERVAL
-    result = stats.bootstrap(
-        samples,
-        statistic,
-        n_resamples=N_RESAMPLES,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        vectorized=True,
-        axis=-1,
-        rng=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def wilson_interval(successes: int, trials: int) -> Interval:
-    """95% Wilson score interval of a rate ``successes / trials``; NaN for no trials."""
-    if trials == 0:
-        return NAN_INTERVAL
-    ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def rate_difference(k1: int, n1: int, k2: int, n2: int) -> tuple[float, Interval]:
-    """p1 - p2 with Newcombe's hybrid score interval (method 10 of Newcombe, 1998).
-
-    Each rate's Wilson interval bounds how far it can move; the difference's interval combines
-    the two distances in quadrature:
-        low  = d - sqrt((p1 - l1)^2 + (u2 - p2)^2),   high = d + sqrt((u1 - p1)^2 + (p2 - l2)^2).
-    """
-    if n1 == 0 or n2 == 0:
-        return math.nan, NAN_INTERVAL
-    p1, p2 = k1 / n1, k2 / n2
-    (l1, u1), (l2, u2) = wilson_interval(k1, n1), wilson_interval(k2, n2)
-    d = p1 - p2
-    return d, (d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2))
 
 
 # --- per-trial quantities ---------------------------------------------------------------------
@@ -171,123 +104,186 @@ def arm_order(arms: Sequence[str]) -> list[str]:
 # --- ablation tables --------------------------------------------------------------------------
 
 
-def summarize(group: pd.DataFrame) -> dict[str, Any]:
-    """One ablation row: seeds, return (mean, IQM, CIs), explosion rate and step, budget spent."""
-    returns = group["final_return"].dropna().to_numpy(dtype=float)
-    exploded = int(group["exploded"].sum())
-    n = len(group)
-    mean_ci = bootstrap_ci([returns], _mean)
-    iqm_ci = bootstrap_ci([returns], iqm)
-    rate_ci = wilson_interval(exploded, n)
+def returns_at_common_step(curves: pd.DataFrame, trial_ids: Any) -> tuple[float, pd.Series]:
+    """The last step every evaluated trial of ``trial_ids`` reached, and each one's return there
+    (by trial_id). A trial the guard stopped before its first evaluation has no return to read:
+    it is left out rather than leaving no common step at all."""
+    evaluated = stats.return_at(curves, math.inf, trial_ids).dropna().index
+    step = stats.common_step(curves, evaluated)
+    return step, stats.return_at(curves, step, evaluated)
+
+
+def summarize(group: pd.DataFrame, curves: pd.DataFrame, horizon: float) -> dict[str, Any]:
+    """One ablation row: seeds; the return at the group's common step (mean with its t interval,
+    IQM); explosions by ``horizon`` (exploded, observed, censored, rate with its Wilson interval,
+    median step); the budget spent and how the trials ended."""
+    step, at_step = returns_at_common_step(curves, group["trial_id"])
+    returns = at_step.dropna().to_numpy(dtype=float)
+    mean_low, mean_high = stats.t_interval(returns)
+    middle = stats.iqm(returns)
+    counts = stats.explosion_counts(group.assign(arm="all"), horizon).loc["all"]  # the group as one arm
+    exploded_by = stats.explosion_outcome(group, horizon).eq(True)
     # No recorded outcome: the trial is still running, or its driver died before recording it.
     outcomes = group["stop_reason"].fillna("unfinished").value_counts()
     return {
-        "n_seeds": n,
+        "n_seeds": len(group),
         "n_returns": len(returns),
+        "return_step": step,
         "return_mean": float(np.mean(returns)) if len(returns) else math.nan,
-        "return_mean_low": mean_ci[0],
-        "return_mean_high": mean_ci[1],
-        "return_iqm": float(iqm(returns)) if len(returns) else math.nan,
-        "return_iqm_low": iqm_ci[0],
-        "return_iqm_high": iqm_ci[1],
-        "exploded": exploded,
-        "explosion_rate": exploded / n if n else math.nan,
-        "explosion_rate_low": rate_ci[0],
-        "explosion_rate_high": rate_ci[1],
-        "median_explosion_step": float(group.loc[group["exploded"], "explosion_step"].median()),
+        "return_mean_low": mean_low,
+        "return_mean_high": mean_high,
+        "return_iqm": middle.value,
+        "iqm_is_mean": middle.is_mean,
+        "exploded": int(counts["exploded"]),
+        "observed": int(counts["observed"]),
+        "censored": int(counts["censored"]),
+        "horizon": horizon,
+        "explosion_rate": counts["rate"],
+        "explosion_rate_low": counts["rate_low"],
+        "explosion_rate_high": counts["rate_high"],
+        "median_explosion_step": float(group.loc[exploded_by, "explosion_step"].median()),
         "env_steps": int(group["env_steps"].sum()),
         "outcomes": ", ".join(f"{reason} {count}" for reason, count in sorted(outcomes.items())),
     }
 
 
-def ablation_table(trials: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
-    """A row per value of ``by`` (an arm, or one factor's levels), in natural order."""
+def ablation_table(trials: pd.DataFrame, curves: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
+    """A row per value of ``by`` (an arm, or one factor's levels), in natural order. Every row
+    counts explosions by one horizon, ``stats.default_horizon`` of all the trials; each reads
+    returns at its own common step, which ``return_step`` states."""
     present = trials.dropna(subset=[by])
     order = arm_order(present[by]) if by == "arm" else level_order(present[by])
-    rows = [{by: key, **summarize(present[present[by] == key])} for key in order]
+    horizon = stats.default_horizon(present)
+    rows = [{by: key, **summarize(present[present[by] == key], curves, horizon)} for key in order]
     return pd.DataFrame(rows).set_index(by)
 
 
-def factor_level_table(trials: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+def factor_level_table(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
     """``ablation_table`` for each factor in turn, stacked with (factor, level) as the index."""
     parts = []
     for factor in factors:
-        table = ablation_table(trials, by=factor).rename_axis("level").reset_index()
+        table = ablation_table(trials, curves, by=factor).rename_axis("level").reset_index()
         parts.append(table.assign(factor=factor))
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts, ignore_index=True).set_index(["factor", "level"])
 
 
-def _difference_of_means(*cells: np.ndarray, treated_cells: int, axis: int = -1) -> Any:
-    """Mean of the first ``treated_cells`` cell means minus the mean of the remaining ones."""
-    means = [np.mean(cell, axis=axis) for cell in cells]
-    return np.mean(means[:treated_cells], axis=0) - np.mean(means[treated_cells:], axis=0)
+# --- comparisons ------------------------------------------------------------------------------
 
 
-def _cell_returns(trials: pd.DataFrame) -> list[np.ndarray]:
-    """Finite final returns per design cell (arm); cells without any are left out."""
-    cells = [group["final_return"].dropna().to_numpy(dtype=float) for _, group in trials.groupby("arm")]
-    return [cell for cell in cells if len(cell)]
+def comparison_row(c: stats.ArmComparison) -> dict[str, Any]:
+    """A comparison as a table row. ``*_seeds``: the matched seeds when paired, else every seed
+    either side has; counts and rates are of the trials observed to the horizon."""
+    rate, ret = c.rate, c.ret
+    return {
+        "exploded": rate.exploded_arm,
+        "observed": rate.n_arm,
+        "reference_exploded": rate.exploded_baseline,
+        "reference_observed": rate.n_baseline,
+        "censored": c.censored,
+        "horizon": c.horizon,
+        "explosion_diff": rate.estimate,
+        "explosion_diff_low": rate.low,
+        "explosion_diff_high": rate.high,
+        "explosion_paired": rate.paired,
+        "explosion_seeds": len(rate.seeds),
+        "return_step": c.step,
+        "return_diff": ret.estimate if ret else math.nan,
+        "return_diff_low": ret.low if ret else math.nan,
+        "return_diff_high": ret.high if ret else math.nan,
+        "return_paired": bool(ret and ret.paired),
+        "return_seeds": len(ret.seeds) if ret else 0,
+        "verdict": stats.verdict(c),
+    }
 
 
-def compare(treated: pd.DataFrame, reference: pd.DataFrame, name: str) -> dict[str, float]:
-    """``treated`` minus ``reference`` trials, on return and on explosion rate, with 95% CIs.
-
-    Return: the mean of the treated cells' mean returns minus the same over the reference cells
-    (a cell is an arm), so every combination of the other factors weighs the same whatever its
-    seed count; the interval is a stratified bootstrap (seeds resampled within each cell).
-    Explosion rate: the difference of the two pooled rates, with Newcombe's interval.
-    """
-    treated_cells, reference_cells = _cell_returns(treated), _cell_returns(reference)
-    effect, interval = math.nan, NAN_INTERVAL
-    if treated_cells and reference_cells:
-        statistic = partial(_difference_of_means, treated_cells=len(treated_cells))
-        effect = float(statistic(*treated_cells, *reference_cells))
-        interval = bootstrap_ci([*treated_cells, *reference_cells], statistic)
-    k1, n1 = int(treated["exploded"].sum()), len(treated)
-    k2, n2 = int(reference["exploded"].sum()), len(reference)
-    rate, rate_ci = rate_difference(k1, n1, k2, n2)
-    return dict(zip(comparison_columns(name), (effect, *interval, rate, *rate_ci), strict=True))
-
-
-def comparison_columns(name: str) -> list[str]:
-    """``compare``'s keys: return_<name>, its _low and _high, then the same for explosion_<name>."""
-    return [f"{quantity}_{name}{end}" for quantity in ("return", "explosion") for end in ("", "_low", "_high")]
-
-
-def main_effects(trials: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
-    """Factorial main effects: each level of each factor against the factor's first level.
-
-    Averaged over the other factors (see ``compare``). The explosion effect is the difference of
-    the rates the per-level table shows; in a balanced design it equals the cell-averaged one.
-    """
-    rows = []
-    for factor in factors:
-        order = level_order(trials[factor].dropna())
-        if not order:
-            continue
-        reference, *levels = order
-        at_reference = trials[trials[factor] == reference]
-        for level in levels:
-            effect = compare(trials[trials[factor] == level], at_reference, "effect")
-            rows.append({"factor": factor, "level": level, "reference": reference, **effect})
-    columns = ["factor", "level", "reference", *comparison_columns("effect")]
-    return pd.DataFrame(rows, columns=columns).set_index(["factor", "level"])
-
-
-def versus_baseline(trials: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
-    """One-at-a-time designs: each arm's mean return and explosion rate minus the baseline's."""
+def arm_comparisons(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> list[stats.ArmComparison]:
+    """One-at-a-time designs: every other arm against ``baseline`` (``stats.compare_arm``: paired by
+    seed when both have the same seeds, explosions by the pair's horizon, returns at its common step)."""
     if baseline not in set(trials["arm"]):
         raise ValueError(f"arm {baseline!r} not found; arms are {arm_order(trials['arm'])}")
-    base = trials[trials["arm"] == baseline]
+    return [stats.compare_arm(trials, curves, arm, baseline) for arm in arm_order(trials["arm"]) if arm != baseline]
+
+
+def versus_baseline(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """A row per arm: its explosion rate and return minus the baseline's, with the verdict."""
+    return _table([{"arm": c.arm, **comparison_row(c)} for c in arm_comparisons(trials, curves, baseline)], ["arm"])
+
+
+def main_effect(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str], factor: str, level: str,
+                reference: str) -> stats.ArmComparison:
+    """``factor`` at ``level`` against ``reference``, averaged over the other factors, paired by seed.
+
+    A cell is one combination of the other factors' levels; a pair is a trial at ``level`` and one
+    at ``reference`` in the same cell with the same seed. Returns, at the common step of the two
+    levels' evaluated trials: per seed, the mean over its pairs of the difference, so every cell
+    weighs the same; a t interval over seeds, the independent units (with fewer than two seeds
+    paired, Welch's between the seeds' cell means at each level). Explosions, by the two
+    levels' default horizon: Newcombe's paired interval over the pairs with both outcomes
+    observed (pairs of one seed in different cells share the seed, not the configuration: taken
+    as independent); with fewer than two such pairs, Newcombe's unpaired one on every observed
+    trial. A trial without a partner (censored, never evaluated, missing) drops out of the pairs.
+    """
+    both = trials[trials[factor].isin([level, reference])]
+    horizon = stats.default_horizon(both)
+    step, at_step = returns_at_common_step(curves, both["trial_id"])
+    others = [f for f in factors if f != factor]
+    keyed = both.assign(
+        outcome=stats.explosion_outcome(both, horizon), ret=both["trial_id"].map(at_step),
+        cell=both[others].astype(str).agg("|".join, axis=1) if others else "",
+    )
+    treated, at_reference = keyed[keyed[factor] == level], keyed[keyed[factor] == reference]
+    pairs = treated.merge(at_reference, on=["seed", "cell"], suffixes=("", "_ref"))
+    per_seed = pairs.dropna(subset=["ret", "ret_ref"]).groupby("seed")[["ret", "ret_ref"]].mean()
+    if len(per_seed) < 2:  # unpaired: each seed's mean over its cells, one level against the other
+        per_seed = pd.DataFrame({"ret": treated.groupby("seed")["ret"].mean(), "ret_ref": at_reference.groupby("seed")["ret"].mean()})
+    ret = stats.mean_difference(per_seed["ret"], per_seed["ret_ref"]) if math.isfinite(step) else None
+    observed = pairs.dropna(subset=["outcome", "outcome_ref"])
+    if len(observed) >= 2:
+        # Paired by position, pair by pair; the seeds a verdict counts are the pairs' seeds.
+        rate = stats.rate_difference(*(observed[column].astype(bool).to_numpy() for column in ("outcome", "outcome_ref")))
+        rate = replace(rate, seeds=tuple(sorted(int(seed) for seed in set(observed["seed"]))))
+    else:
+        rate = _unpaired_rate(keyed.dropna(subset=["outcome"]), factor, level, reference)
+    censored = int(keyed["outcome"].isna().sum())
+    return stats.ArmComparison(f"{factor}={level} vs {reference}", rate, ret, step, horizon, censored)
+
+
+def _unpaired_rate(observed: pd.DataFrame, factor: str, level: str, reference: str) -> stats.RateDifference:
+    """Newcombe's hybrid score interval of the two levels' explosion rates over every observed trial."""
+    treated, ref = (observed.loc[observed[factor] == key, "outcome"].astype(bool) for key in (level, reference))
+    (k1, n1), (k2, n2) = (int(treated.sum()), len(treated)), (int(ref.sum()), len(ref))
+    d, (low, high) = stats.newcombe_unpaired(k1, n1, k2, n2)
+    seeds = tuple(sorted(int(seed) for seed in set(observed["seed"])))
+    return stats.RateDifference(d, low, high, False, seeds, n1, n2, "Newcombe hybrid score", k1, k2)
+
+
+def effect_comparisons(
+    trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str]
+) -> dict[tuple[str, str, str], stats.ArmComparison]:
+    """Factorial designs: (factor, level, reference) -> ``main_effect`` for every level of every
+    factor against the factor's first level in natural order (None first: "off" is the reference)."""
+    effects = {}
+    for factor in factors:
+        order = level_order(trials[factor].dropna())
+        for level in order[1:]:
+            effects[(factor, level, order[0])] = main_effect(trials, curves, factors, factor, level, order[0])
+    return effects
+
+
+def main_effects(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """A row per (factor, level): its ``main_effect`` against the factor's reference level."""
     rows = [
-        {"arm": arm, **compare(trials[trials["arm"] == arm], base, "diff")}
-        for arm in arm_order(trials["arm"])
-        if arm != baseline
+        {"factor": factor, "level": level, "reference": reference, **comparison_row(c)}
+        for (factor, level, reference), c in effect_comparisons(trials, curves, factors).items()
     ]
-    columns = ["arm", *comparison_columns("diff")]
-    return pd.DataFrame(rows, columns=columns).set_index("arm")
+    return _table(rows, ["factor", "level"])
+
+
+def _table(rows: list[dict[str, Any]], index: list[str]) -> pd.DataFrame:
+    """Rows as a frame indexed by ``index``; no rows: an empty frame with that index (no columns)."""
+    return pd.DataFrame(rows).set_index(index) if rows else pd.DataFrame(columns=index).set_index(index)
 
 
 # --- Optuna studies ---------------------------------------------------------------------------

@@ -31,11 +31,14 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 from rich.table import Table
 
+from analysis.load import load_study
+from analysis.stats import verdict_line
+from analysis.tables import arm_comparisons
 from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
-from study.plan import TrialPlan, arms, plan_of
+from study.plan import BASELINE, TrialPlan, arms, plan_of
 from study.scheduler import GuardedASHA, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     outcomes = collect_outcomes(spec, results)
     print_table(spec, outcomes)
+    print_verdicts(spec, storage, tracking_uri)
     if tracking_uri.startswith("sqlite:"):
         print(f"\nMLflow: mlflow ui --backend-store-uri {tracking_uri}")
     else:
@@ -301,6 +305,29 @@ def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
         )
         previous = o.arm
     Console(width=max(Console().width, 120)).print(table)  # a pipe reports 80 columns
+
+
+def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
+    """A line per arm against the baseline (``analysis.stats.verdict_line``: paired by seed, returns
+    at a common step, censored trials counted apart), read back from the store as the report reads
+    it. One-at-a-time designs only; a note for the others, and for a study without a baseline."""
+    if spec.design != "one_at_a_time":
+        print(f"\nVerdicts: none for a {spec.design} design (python -m analysis.report has its tables)")
+        return
+    try:
+        results = load_study(storage, spec.name, tracking_uri=tracking_uri)
+        if BASELINE not in set(results.trials["arm"]):
+            print(f"\nVerdicts: none, the study has no {BASELINE!r} arm to compare against")
+            return
+        lines = [verdict_line(c) for c in arm_comparisons(results.trials, results.curves)]
+    except Exception as error:  # the trials ran and are stored: a failed read-back must not fail the study
+        reason = " ".join(str(error).split())  # one line, whatever the error's message spans
+        print(f"\nVerdicts: could not read the study's results back from {tracking_uri}: {type(error).__name__}: {reason}")
+        return
+    report = f"python -m analysis.report --storage {storage} --study {spec.name}"
+    print(f"\nVerdicts (each arm against {BASELINE}; {report} has the tables):")
+    for line in lines:
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

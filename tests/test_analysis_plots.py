@@ -39,7 +39,7 @@ def test_return_curves_only_at_evaluations(results: load.StudyResults) -> None:
 
 
 def test_explosion_bars_are_the_table_rates(results: load.StudyResults, tmp_path: Path) -> None:
-    table = tables.ablation_table(results.trials)
+    table = tables.ablation_table(results.trials, results.curves)
     fig = plots.explosion_figure(table)
     heights = [bar.get_height() for bar in fig.axes[0].patches]
     np.testing.assert_allclose(heights, table["explosion_rate"])
@@ -48,7 +48,7 @@ def test_explosion_bars_are_the_table_rates(results: load.StudyResults, tmp_path
 
 
 def test_explosion_panels_per_factor(results: load.StudyResults) -> None:
-    fig = plots.explosion_figure(tables.factor_level_table(results.trials, ["tau"]))
+    fig = plots.explosion_figure(tables.factor_level_table(results.trials, results.curves, ["tau"]))
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["tau"]
     assert [t.get_text() for t in visible[0].get_xticklabels()] == ["0.005", "0.5", "1.0"]

@@ -26,9 +26,13 @@ def test_report_command_writes_its_files_and_prints_the_table(storage: Path, cap
     out_dir = storage / STUDY / report.REPORT_DIR
     assert REPORT_FILES <= {p.name for p in out_dir.iterdir()}
     printed = capsys.readouterr().out
-    assert "return mean [95% CI]" in printed and "tau=1.0" in printed and "2/2" in printed
+    assert "return mean [95% t CI]" in printed and "tau=1.0" in printed and "2/2" in printed
     markdown = (out_dir / "report.md").read_text()
     assert "## Each arm against the baseline" in markdown  # the one-at-a-time section
+    # The verdicts come right after the headline, a line per arm against the baseline.
+    assert markdown.index("## Verdicts") < markdown.index("## Ablation per arm")
+    assert "- tau=1.0: exploded 2/2 vs 0/2 (paired difference +1.00 [0.07, 1.00]); return at 1,000 steps -300.00" in markdown
+    assert "- tau=0.5: exploded 1/1 vs 0/2 (unpaired difference" in markdown
     assert "![Actor-path Q](actor_q.png)" in markdown
     html = (out_dir / "report.html").read_text()
     assert '<img src="actor_q.png"' in html and "<table" in html
@@ -39,8 +43,8 @@ def test_report_command_writes_its_files_and_prints_the_table(storage: Path, cap
 
 
 DESIGN_SECTIONS = {
-    "factorial": {"Per factor level", "Main effects"},
-    "one_at_a_time": {"Each arm against the baseline"},
+    "factorial": {"Verdicts", "Per factor level", "Main effects"},
+    "one_at_a_time": {"Verdicts", "Each arm against the baseline"},
     "optuna": {"Best configurations (Q bounded)", "Parameter importances (fANOVA)"},
 }
 
@@ -49,9 +53,11 @@ DESIGN_SECTIONS = {
 def test_report_sections_follow_the_design(design: str, tmp_path: Path) -> None:
     write_mlflow_study(tmp_path, design=design)
     results = load.load_study(tmp_path)
-    parts = {s.title: s for s in report.sections(results, tables.ablation_table(results.trials))}
+    parts = {s.title: s for s in report.sections(results, tables.ablation_table(results.trials, results.curves))}
     others = set().union(*DESIGN_SECTIONS.values()) - DESIGN_SECTIONS[design]
     assert DESIGN_SECTIONS[design] <= set(parts) and not others & set(parts)
+    if design == "factorial":  # a line per level of tau against its first level, 0.005
+        assert [line.split(":")[0] for line in parts["Verdicts"].lines] == ["tau=0.5 vs 0.005", "tau=1.0 vs 0.005"]
     if design == "optuna":  # one factor varied: it carries all the importance
         assert parts["Parameter importances (fANOVA)"].table.loc["tau", "on return"] == "1"
 
@@ -68,6 +74,35 @@ def test_report_refuses_an_unknown_study(storage: Path, capsys: pytest.CaptureFi
         report.main(["--storage", str(storage), "--study", "nope"])
     assert exit_info.value.code == 2
     assert "study 'nope'" in capsys.readouterr().err
+
+
+def test_tables_read_as_a_person_reads_them(storage: Path) -> None:
+    """The common step, the IQM that is the mean, censored counts, the horizon, and whether a
+    comparison was paired: stated in the cells, not left to the reader."""
+    results = load.load_study(storage)
+    arms = report.format_ablation(tables.ablation_table(results.trials, results.curves))
+    assert arms.loc["tau=1.0", ["return at step", "return IQM", "exploded / observed", "explosions to step"]].tolist() == [
+        "1,000", "IQM = mean (n < 4)", "2/2", "2,000"
+    ]
+    assert arms.loc["baseline", "return mean [95% t CI]"] == "-500 [-1771, 770.6]"
+    versus = report.format_comparisons(tables.versus_baseline(results.trials, results.curves))
+    assert versus.loc["tau=1.0", ["rate compared", "return compared"]].tolist() == ["paired, 2 seeds", "paired, 2 seeds"]
+    assert versus.loc["tau=1.0", ["Δ explosion rate [95% CI]", "return at step"]].tolist() == ["+1.00 [0.07, 1.00]", "1,000"]
+    assert versus.loc["tau=0.5", ["exploded / observed (vs reference)", "rate compared"]].tolist() == [
+        "1/1 vs 0/2", "unpaired, 2 seeds"
+    ]
+
+
+def test_headline_counts_the_trials_observed_to_the_horizon() -> None:
+    table = pd.DataFrame(
+        {"exploded": [0, 3, 0], "observed": [5, 4, 0], "censored": [0, 1, 5], "horizon": [16000.0] * 3},
+        index=pd.Index(["baseline", "tau=1.0", "tau=0.5"], name="arm"),
+    )
+    assert report.headline(table) == (
+        "Actor-path Q ran away by 16,000 env steps (exploded / observed) in: tau=1.0 (3/4, 1 censored). "
+        "The guard saw no actor-path Q runaway by 16,000 env steps in: baseline (0/5). "
+        "No trial observed to that step in: tau=0.5."
+    )
 
 
 def test_formatting() -> None:

@@ -1,4 +1,4 @@
-"""The table maths on hand-made trial rows whose answers are known in advance."""
+"""The table maths on hand-made trials and evaluation curves whose answers are known in advance."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 
 from analysis import tables
+from study import metrics as m
 from study.guard import GuardConfig
+
+BUDGET, EVAL_EVERY = 4000, 1000
+T_975_3 = 3.182446305284263  # Student t quantile, 3 degrees of freedom
 
 
 def trials_frame(rows: list[dict]) -> pd.DataFrame:
@@ -18,120 +22,176 @@ def trials_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{**defaults, **row} for row in rows])
 
 
-def arm(name: str, returns: list[float], explosion_steps: list[float] | None = None, **levels: str) -> list[dict]:
-    """One arm's trials: a seed per return; an explosion step (NaN: none) per seed."""
-    steps = explosion_steps or [math.nan] * len(returns)
-    return [
-        {"arm": name, "seed": seed, "final_return": r, "exploded": not math.isnan(s), "explosion_step": s, **levels}
-        for seed, (r, s) in enumerate(zip(returns, steps, strict=True))
-    ]
+def arm(name: str, returns: list[float], explosion_steps: list[float] | None = None, ends: list[float] | None = None,
+        gain: float = 0.0, seeds: list[int] | None = None, **levels: str) -> list[dict]:
+    """One arm's trials, a seed per return. A trial ends at ``ends`` (default: its explosion step,
+    where the guard stopped it, else the budget; earlier than both: ASHA pruned it), evaluated every
+    1,000 steps: its return plus ``gain`` per evaluation after the first (NaN return: never evaluated)."""
+    n = len(returns)
+    rows = []
+    for seed, ret, explosion, end in zip(seeds or range(n), returns, explosion_steps or [math.nan] * n, ends or [None] * n,
+                                         strict=True):
+        end = end or (BUDGET if math.isnan(explosion) else explosion)
+        reason = "q_explosion" if end == explosion else "completed" if end >= BUDGET else "asha"
+        evals = [] if math.isnan(ret) else [(x, ret + gain * (x // EVAL_EVERY - 1)) for x in range(EVAL_EVERY, int(end) + 1, EVAL_EVERY)]
+        rows.append({"trial_id": f"{name}/{seed}", "arm": name, "seed": seed, "stop_reason": reason,
+                     "stop_step": math.nan if reason == "completed" else end, "env_steps": end,
+                     "exploded": not math.isnan(explosion), "explosion_step": explosion,
+                     "final_return": evals[-1][1] if evals else math.nan, "evals": evals, **levels})
+    return rows
 
 
-def test_iqm_is_the_mean_of_the_middle_half() -> None:
-    assert tables.iqm(np.arange(1.0, 9.0)) == 4.5  # middle of 1..8: 3, 4, 5, 6
-    assert tables.iqm(np.array([0.0, 0.0, 1.0, 1000.0])) == 0.5  # one wild seed does not move it
+def study(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trial table and the curves (one row per evaluation) of ``arm`` rows."""
+    curves = [{"trial_id": row["trial_id"], m.ENV_STEPS: x, m.EVAL_RETURN: y} for row in rows for x, y in row["evals"]]
+    return trials_frame([{k: v for k, v in row.items() if k != "evals"} for row in rows]), pd.DataFrame(curves)
+
+
+# --- ablation rows ----------------------------------------------------------------------------
 
 
 def test_ablation_row_counts_means_and_explosions() -> None:
-    trials = trials_frame(arm("baseline", [1, 2, 3, 4]) + arm("tau=1.0", [-5, -7, -9, -11], [1000, 1500, 2000, math.nan]))
-    table = tables.ablation_table(trials)
+    trials, curves = study(arm("baseline", [1, 2, 3, 4]) + arm("tau=1.0", [-5, -7, -9, -11], [1000, 1500, 2000, math.nan]))
+    table = tables.ablation_table(trials, curves)
     assert list(table.index) == ["baseline", "tau=1.0"]
     base, runaway = table.loc["baseline"], table.loc["tau=1.0"]
-    assert (base["n_seeds"], base["return_mean"], base["return_iqm"]) == (4, 2.5, 2.5)
-    assert (base["exploded"], base["explosion_rate"]) == (0, 0.0)
+    assert (base["n_seeds"], base["return_step"], base["return_mean"], base["return_iqm"]) == (4, 4000, 2.5, 2.5)
+    half = T_975_3 * np.std([1, 2, 3, 4], ddof=1) / 2  # the Student-t interval, not a bootstrap
+    assert (base["return_mean_low"], base["return_mean_high"]) == pytest.approx((2.5 - half, 2.5 + half))
+    assert not base["iqm_is_mean"]  # four seeds: one trimmed from each end
+    assert (base["exploded"], base["observed"], base["explosion_rate"]) == (0, 4, 0.0)
     assert math.isnan(base["median_explosion_step"])
-    assert (runaway["exploded"], runaway["explosion_rate"], runaway["median_explosion_step"]) == (3, 0.75, 1500)
-    assert runaway["env_steps"] == 4000
-    assert base["return_mean_low"] <= 2.5 <= base["return_mean_high"]
+    # The guard stopped three trials; the earliest was last evaluated at 1,000 steps.
+    assert (runaway["return_step"], runaway["return_mean"]) == (1000, -8.0)
+    assert (runaway["exploded"], runaway["observed"], runaway["censored"], runaway["horizon"]) == (3, 4, 0, 4000)
+    assert (runaway["explosion_rate"], runaway["median_explosion_step"]) == (0.75, 1500)
     assert runaway["explosion_rate_low"] < 0.75 < runaway["explosion_rate_high"]
+    assert runaway["env_steps"] == 1000 + 1500 + 2000 + 4000
+
+
+def test_returns_are_read_at_the_common_step_and_a_pruned_trial_is_censored() -> None:
+    """ASHA stopped seed 2 at 2,000 steps: every seed is read at 2,000 (returns 100, 110, 120), not at
+    its own end (300, 310, 120); seed 2 never reached the 4,000-step horizon unexploded: censored."""
+    trials, curves = study(arm("baseline", [0, 10, 20], ends=[4000, 4000, 2000], gain=100))
+    row = tables.ablation_table(trials, curves).loc["baseline"]
+    assert (row["return_step"], row["return_mean"]) == (2000, 110.0)
+    assert (row["exploded"], row["observed"], row["censored"], row["horizon"]) == (0, 2, 1, 4000)
+    assert row["explosion_rate"] == 0.0
+
+
+def test_the_iqm_of_fewer_than_four_seeds_is_flagged_as_the_mean() -> None:
+    trials, curves = study(arm("baseline", [0, 1, 100]) + arm("tau=1.0", [0, 0, 1, 1000]))
+    table = tables.ablation_table(trials, curves)
+    assert table.loc["baseline", "iqm_is_mean"] and table.loc["baseline", "return_iqm"] == pytest.approx(101 / 3)
+    assert not table.loc["tau=1.0", "iqm_is_mean"] and table.loc["tau=1.0", "return_iqm"] == 0.5
 
 
 def test_trials_without_a_return_count_as_seeds_not_as_returns() -> None:
-    trials = trials_frame(arm("baseline", [1.0, 3.0, math.nan], [math.nan, math.nan, 500]))
-    row = tables.ablation_table(trials).loc["baseline"]
-    assert (row["n_seeds"], row["n_returns"], row["return_mean"], row["exploded"]) == (3, 2, 2.0, 1)
-
-
-def test_bootstrap_interval_covers_the_true_mean_at_its_level() -> None:
-    """Over 200 data sets of 30 draws, the 95% intervals hold the true mean about 95% of the time."""
-    rng = np.random.default_rng(1)
-    hits = []
-    for i in range(200):
-        low, high = tables.bootstrap_ci([rng.normal(10.0, 3.0, size=30)], np.mean, seed=i)
-        hits.append(low <= 10.0 <= high)
-    assert 0.88 <= np.mean(hits) <= 0.99
-
-
-def test_bootstrap_iqm_interval_contains_the_truth_and_narrows_with_seeds() -> None:
-    rng = np.random.default_rng(2)
-    few, many = rng.normal(5.0, 1.0, size=5), rng.normal(5.0, 1.0, size=200)
-    few_ci, many_ci = tables.bootstrap_ci([few], tables.iqm), tables.bootstrap_ci([many], tables.iqm)
-    assert many_ci[0] <= 5.0 <= many_ci[1]
-    assert many_ci[1] - many_ci[0] < few_ci[1] - few_ci[0]
+    """Seed 2 exploded at 500 steps, before its first evaluation: it has no return, and no say in
+    the common step, but it is a seed and an explosion."""
+    trials, curves = study(arm("baseline", [1.0, 3.0, math.nan], [math.nan, math.nan, 500]))
+    row = tables.ablation_table(trials, curves).loc["baseline"]
+    assert (row["n_seeds"], row["n_returns"], row["return_step"], row["return_mean"]) == (3, 2, 4000, 2.0)
+    assert (row["exploded"], row["observed"]) == (1, 3)
 
 
 def test_one_seed_has_no_interval() -> None:
-    assert all(math.isnan(v) for v in tables.bootstrap_ci([np.array([3.0])], np.mean))
-    row = tables.ablation_table(trials_frame(arm("baseline", [3.0]))).loc["baseline"]
-    assert row["return_mean"] == 3.0 and math.isnan(row["return_mean_low"])
-
-
-def test_wilson_interval_matches_its_formula() -> None:
-    z2 = 1.959963984540054**2
-    assert tables.wilson_interval(0, 3) == pytest.approx((0.0, z2 / (3 + z2)))
-    assert tables.wilson_interval(3, 3) == pytest.approx((3 / (3 + z2), 1.0))
-    assert all(math.isnan(v) for v in tables.wilson_interval(0, 0))
-
-
-def test_rate_difference_matches_newcombe_1998() -> None:
-    """Newcombe (1998), Statistics in Medicine 17:873, table II, example (a), method 10."""
-    diff, (low, high) = tables.rate_difference(56, 70, 48, 80)
-    assert diff == pytest.approx(0.2)
-    assert (low, high) == pytest.approx((0.0524, 0.3339), abs=5e-4)
-
-
-def test_main_effects_average_over_the_other_factor() -> None:
-    """2x2 design: a adds 10 to the return, b subtracts 10 and makes every seed explode.
-
-    The (a=1, b=0) cell has four seeds, the others two: a pooled mean would give a an effect of
-    11.7, the cell-averaged main effect is still exactly 10. Explosion effects are differences of
-    the per-level rates (pooled), the ones the per-level table shows.
-    """
-    rows = (
-        arm("a=0,b=0", [10, 12], a="0", b="0")
-        + arm("a=1,b=0", [20, 22, 20, 22], a="1", b="0")
-        + arm("a=0,b=1", [0, 2], [500, 700], a="0", b="1")
-        + arm("a=1,b=1", [10, 12], [600, 800], a="1", b="1")
-    )
-    effects = tables.main_effects(trials_frame(rows), ["a", "b"])
-    a, b = effects.loc[("a", "1")], effects.loc[("b", "1")]
-    assert (a["reference"], a["return_effect"]) == ("0", pytest.approx(10.0))
-    assert b["return_effect"] == pytest.approx(-10.0)
-    assert a["return_effect_low"] <= 10.0 <= a["return_effect_high"]
-    assert b["return_effect_low"] <= -10.0 <= b["return_effect_high"]
-    assert a["explosion_effect"] == pytest.approx(2 / 6 - 2 / 4)
-    assert b["explosion_effect"] == 1.0
-    assert b["explosion_effect_low"] > 0  # four of four against none of six: clearly not zero
+    row = tables.ablation_table(*study(arm("baseline", [3.0]))).loc["baseline"]
+    assert row["return_mean"] == 3.0 and math.isnan(row["return_mean_low"]) and row["iqm_is_mean"]
 
 
 def test_factor_level_table_groups_by_each_factor() -> None:
-    rows = arm("a=0,b=0", [1, 3], a="0", b="0") + arm("a=1,b=0", [5, 7], [100, math.nan], a="1", b="0")
-    table = tables.factor_level_table(trials_frame(rows), ["a", "b"])
+    rows = arm("a=0,b=0", [1, 3], a="0", b="0") + arm("a=1,b=0", [5, 7], [2000, math.nan], a="1", b="0")
+    table = tables.factor_level_table(*study(rows), ["a", "b"])
     assert list(table.index) == [("a", "0"), ("a", "1"), ("b", "0")]
     assert table.loc[("a", "1"), "return_mean"] == 6.0
-    assert table.loc[("b", "0"), ("n_seeds")] == 4
+    assert table.loc[("b", "0"), "n_seeds"] == 4 and table.loc[("b", "0"), "return_step"] == 2000
     assert table.loc[("b", "0"), "explosion_rate"] == 0.25
 
 
-def test_versus_baseline_differences() -> None:
-    rows = arm("baseline", [10, 12, 14]) + arm("critic_l2=0.01", [4, 6, 8], [300, math.nan, math.nan])
-    table = tables.versus_baseline(trials_frame(rows))
-    row = table.loc["critic_l2=0.01"]
-    assert row["return_diff"] == pytest.approx(-6.0)
-    assert row["return_diff_low"] <= -6.0 <= row["return_diff_high"] < 0
-    assert row["explosion_diff"] == pytest.approx(1 / 3)
+# --- comparisons ------------------------------------------------------------------------------
+
+SEED_EFFECTS = [100.0, 500.0, -300.0, 900.0, 0.0]  # seeds differ by hundreds; the arm adds about 10
+
+
+def test_versus_baseline_pairs_by_seed_which_narrows_the_interval() -> None:
+    arm_returns = [r + d for r, d in zip(SEED_EFFECTS, [10.0, 12.0, 8.0, 11.0, 9.0], strict=True)]
+    paired = tables.versus_baseline(*study(arm("baseline", SEED_EFFECTS) + arm("tau=0.01", arm_returns))).loc["tau=0.01"]
+    assert (paired["return_paired"], paired["return_seeds"], paired["return_step"]) == (True, 5, 4000)
+    assert paired["return_diff"] == pytest.approx(10.0) and 0 < paired["return_diff_low"] < 10 < paired["return_diff_high"]
+    assert paired["explosion_paired"] and paired["verdict"] == "no detectable effect on runaways, better return"
+    other_seeds = arm("baseline", SEED_EFFECTS) + arm("tau=0.01", arm_returns, seeds=[10, 11, 12, 13, 14])
+    unpaired = tables.versus_baseline(*study(other_seeds)).loc["tau=0.01"]
+    assert not unpaired["return_paired"] and not unpaired["explosion_paired"] and unpaired["return_seeds"] == 10
+    assert unpaired["return_diff_low"] < 0 < unpaired["return_diff_high"]
+    paired_width, unpaired_width = (row["return_diff_high"] - row["return_diff_low"] for row in (paired, unpaired))
+    assert paired_width * 100 < unpaired_width
+
+
+def test_versus_baseline_counts_explosions_paired_and_reads_returns_where_both_arms_are() -> None:
+    """Every baseline seed runs away at 2,000 steps, no arm seed does: returns are compared at
+    2,000, and 0/5 against 5/5 on the same seeds is a paired difference that excludes 0."""
+    rows = arm("baseline", SEED_EFFECTS, [2000] * 5) + arm("critic_l2=0.01", SEED_EFFECTS, gain=50)
+    row = tables.versus_baseline(*study(rows)).loc["critic_l2=0.01"]
+    counts = ("exploded", "observed", "reference_exploded", "reference_observed", "censored", "horizon")
+    assert tuple(row[list(counts)]) == (0, 5, 5, 5, 0, 4000)
+    assert (row["explosion_diff"], row["explosion_paired"]) == (-1.0, True) and row["explosion_diff_high"] < 0
+    assert (row["return_step"], row["return_diff"]) == (2000, pytest.approx(50.0))  # +50 by the second evaluation
+    assert row["verdict"] == "prevents the runaway, better return"
+
+
+def test_versus_baseline_needs_the_baseline_and_may_have_no_other_arm() -> None:
     with pytest.raises(ValueError, match="arm 'baseline' not found; arms are"):
-        tables.versus_baseline(trials_frame(arm("tau=0.01", [1, 2])))
+        tables.versus_baseline(*study(arm("tau=0.01", [1, 2])))
+    alone = tables.versus_baseline(*study(arm("baseline", [1, 2])))
+    assert alone.empty and alone.index.name == "arm"
+
+
+def factorial(seeds: int = 3, unmatched: tuple[int, ...] = ()) -> list[dict]:
+    """2x2: a adds 10 to the return, b takes 10 and makes every seed run away at 2,000 steps, seeds
+    add SEED_EFFECTS, and each (seed, cell) some noise. Cell (a=1, b=0) also has ``unmatched`` seeds
+    with wild returns and no partner in any other cell."""
+    noise = [[0.0, 1.0, -1.0, 2.0], [1.0, 0.0, 2.0, -1.0], [-1.0, 2.0, 0.0, 1.0]]
+    rows = []
+    for i, (a, b) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+        returns = [SEED_EFFECTS[s] + 10 * a - 10 * b + noise[s][i] for s in range(seeds)]
+        seed_list = list(range(seeds)) + (list(unmatched) if (a, b) == (1, 0) else [])
+        returns += [5000.0] * (len(seed_list) - seeds)
+        explosions = [2000.0 if b else math.nan] * len(seed_list)
+        rows += arm(f"a={a},b={b}", returns, explosions, seeds=seed_list, a=str(a), b=str(b))
+    return rows
+
+
+def test_main_effects_are_paired_by_seed_and_cell_and_average_over_the_other_factor() -> None:
+    """Seeds 3 and 4 exist only in cell (a=1, b=0): without partners they drop out, where a pooled
+    mean would move a's effect by hundreds. Per seed, a's effect is the mean over b of the cell
+    differences; the interval is Student's t over the three seeds (the seed effects cancel)."""
+    effects = tables.main_effects(*study(factorial(unmatched=(3, 4))), ["a", "b"])
+    noise = np.array([[0.0, 1.0, -1.0, 2.0], [1.0, 0.0, 2.0, -1.0], [-1.0, 2.0, 0.0, 1.0]])
+    per_seed = 10 + ((noise[:, 1] - noise[:, 0]) + (noise[:, 3] - noise[:, 2])) / 2
+    a, b = effects.loc[("a", "1")], effects.loc[("b", "1")]
+    assert (a["reference"], a["return_paired"], a["return_seeds"], a["return_step"]) == ("0", True, 3, 2000)
+    assert a["return_diff"] == pytest.approx(per_seed.mean())
+    half = 4.302652729911275 * per_seed.std(ddof=1) / math.sqrt(3)
+    assert (a["return_diff_low"], a["return_diff_high"]) == pytest.approx((per_seed.mean() - half, per_seed.mean() + half))
+    assert b["return_diff"] == pytest.approx(-10 + np.mean(((noise[:, 2] - noise[:, 0]) + (noise[:, 3] - noise[:, 1])) / 2))
+    # Explosions: a pair per seed and cell with both outcomes observed, Newcombe paired.
+    counts = ("exploded", "observed", "reference_exploded", "reference_observed")
+    assert tuple(b[list(counts)]) == (6, 6, 0, 6) and b["explosion_paired"] and b["explosion_seeds"] == 3
+    assert b["explosion_diff"] == 1.0 and b["explosion_diff_low"] > 0
+    assert (a["explosion_diff"], a["explosion_paired"]) == (0.0, True)
+    assert b["verdict"] == "more runaways, worse return"
+
+
+def test_main_effects_without_pairs_are_unpaired() -> None:
+    """Level a=1 ran other seeds than a=0: nothing pairs, the comparison is unpaired (Welch's t over
+    the seeds, Newcombe's hybrid score over the trials) and the table says so."""
+    rows = arm("a=0", [1.0, 2.0, 3.0], a="0") + arm("a=1", [4.0, 5.0, 6.0], [2000.0] * 3, seeds=[7, 8, 9], a="1")
+    row = tables.main_effects(*study(rows), ["a"]).loc[("a", "1")]
+    assert not row["explosion_paired"] and not row["return_paired"] and row["return_seeds"] == 6
+    assert row["return_diff"] == 3.0 and row["return_diff_low"] < 3.0 < row["return_diff_high"]
+    assert (row["exploded"], row["observed"], row["reference_observed"], row["explosion_seeds"]) == (3, 3, 3, 6)
+    assert row["explosion_diff"] == 1.0 and row["explosion_diff_low"] > 0
 
 
 def test_guard_replay_finds_the_step_the_guard_would_stop_at() -> None:

@@ -21,7 +21,7 @@ import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from study.run import main
+from study.run import main, print_verdicts
 from study.plan import expand
 from study.results import TUNE_PARAMS_FILE
 from study.spec import load_spec
@@ -94,6 +94,17 @@ def test_a_finished_study_is_not_silently_mixed_with_a_new_one(tmp_path: Path, c
     assert not ray.is_initialized()
 
 
+def test_the_verdicts_at_the_end_never_fail_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store that cannot be read back gives one line, not a traceback; other designs a note."""
+    spec = load_spec(str(write_spec(tmp_path)))
+    print_verdicts(spec, tmp_path / "results", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Verdicts: could not read the study's results back from sqlite:///")
+    assert "StudyNotFound" in lines[0]
+    print_verdicts(spec.model_copy(update={"design": "factorial"}), tmp_path / "results", "unused")
+    assert capsys.readouterr().out.strip() == "Verdicts: none for a factorial design (python -m analysis.report has its tables)"
+
+
 @pytest.mark.slow
 def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     storage = tmp_path / "results"
@@ -124,6 +135,11 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     # Progress while it runs: where the running trials are, every 30 s.
     assert re.search(r"\[\d+/3 done\] running: \S+ seed=1 \d+/5000", out), out
+    # At the end, a verdict line per arm against the baseline, read back from the store: one seed
+    # pairs nothing and judges nothing.
+    assert "Verdicts (each arm against baseline;" in out, out
+    assert re.search(r"no_target_ddpg: exploded 1/1 vs 0/1 \(unpaired difference [^)]+\); return at [\d,]+ steps .+"
+                     r": too few seeds to judge runaways, too few seeds to judge return", out), out
 
 
 @pytest.mark.slow
