@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, stats, tables
+from analysis import plots, tables
+from analysis.verdicts import MIN_SEEDS, span, verdict_line
 from analysis.load import StudyNotFound, StudyResults, load_study
 
 REPORT_DIR = "report"
@@ -94,9 +95,9 @@ def format_ablation(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def difference(value: float, low: float, high: float, digits: int | None = None) -> str:
-    """A difference as the verdict lines print it (``stats.span``): signed, to the digits its
+    """A difference as the verdict lines print it (``analysis.verdicts.span``): signed, to the digits its
     interval's width supports; a dash for none."""
-    return "–" if math.isnan(value) else stats.span(value, low, high, digits)
+    return "–" if math.isnan(value) else span(value, low, high, digits)
 
 
 def _differences(frame: pd.DataFrame, name: str, digits: int | None = None) -> list[str]:
@@ -196,11 +197,11 @@ VERDICTS_NOTE = {
     "one_at_a_time": "Each arm against the baseline: explosions of the trials observed to the horizon (a trial stopped "
     "earlier without exploding is censored), returns at the last env step both arms' trials reached; paired by seed "
     "when both arms have the same seeds. A verdict claims only what a 95% interval excludes; under "
-    f"{stats.MIN_SEEDS} seeds it says too few.",
+    f"{MIN_SEEDS} seeds it says too few.",
     "factorial": "Each factor level against the factor's first level, averaged over the other factors' levels (the "
     "cells): paired by seed and cell; returns at the last env step the two levels' trials reached, explosions "
     "of the trials observed to the horizon. A verdict claims only what a 95% interval excludes; under "
-    f"{stats.MIN_SEEDS} seeds it says too few.",
+    f"{MIN_SEEDS} seeds it says too few.",
 }
 
 
@@ -218,7 +219,7 @@ def verdicts(results: StudyResults) -> Section | None:
         return None
     if not comparisons:
         return Section("Verdicts", "Nothing to compare: no arm or factor level besides the reference.")
-    return Section("Verdicts", VERDICTS_NOTE[results.design], lines=tuple(stats.verdict_line(c) for c in comparisons))
+    return Section("Verdicts", VERDICTS_NOTE[results.design], lines=tuple(verdict_line(c) for c in comparisons))
 
 
 def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:

@@ -43,11 +43,10 @@ import pandas as pd
 from scipy import integrate, stats
 
 from study.metrics import ENV_STEPS, EVAL_RETURN
-from study.plan import BASELINE
+from study.guard import GUARD_STOPS
 
 CONFIDENCE = 0.95
 COMPLETED = "completed"
-MIN_SEEDS = 3  # fewer seeds than this (pairs, or per arm) and a verdict says "too few seeds"
 
 Interval = tuple[float, float]
 
@@ -224,7 +223,7 @@ def rate_difference(arm: Any, baseline: Any, *, pair_common: bool = False, confi
 
 
 # --- returns at a common budget ---------------------------------------------------------------
-def _evaluations(curves: pd.DataFrame, trial_ids: Any = None) -> tuple[pd.DataFrame, pd.Index]:
+def evaluations(curves: pd.DataFrame, trial_ids: Any = None) -> tuple[pd.DataFrame, pd.Index]:
     """The rows with a finite evaluation of ``trial_ids`` (all when None) sorted by step, and
     the trial ids (``trial_ids`` as given, else those with an evaluation)."""
     rows = curves[np.isfinite(curves[EVAL_RETURN].to_numpy(dtype=float))]
@@ -238,13 +237,13 @@ def common_step(curves: pd.DataFrame, trial_ids: Any) -> float:
     """The last env step every one of ``trial_ids`` reached with a finite evaluation: the
     smallest of their last evaluation steps. NaN when a trial has none (or none are given)."""
     wanted = set(trial_ids)
-    last = _evaluations(curves, wanted)[0].groupby("trial_id")[ENV_STEPS].max()
+    last = evaluations(curves, wanted)[0].groupby("trial_id")[ENV_STEPS].max()
     return float(last.min()) if wanted and set(last.index) == wanted else math.nan
 
 
 def return_at(curves: pd.DataFrame, step: float, trial_ids: Any = None) -> pd.Series:
     """Each trial's latest evaluation at or before ``step`` (by trial_id; NaN: none by then)."""
-    rows, ids = _evaluations(curves, trial_ids)
+    rows, ids = evaluations(curves, trial_ids)
     latest = rows[rows[ENV_STEPS] <= step].groupby("trial_id")[EVAL_RETURN].last()
     return latest.reindex(ids).astype(float).rename(EVAL_RETURN)
 
@@ -253,7 +252,7 @@ def auc_to(curves: pd.DataFrame, step: float, trial_ids: Any = None) -> pd.Serie
     """Area under each trial's evaluation curve to ``step`` over the span, in return units: trapezoids
     over its evaluations at or before ``step``, the last held flat to ``step``, divided by (step -
     first evaluation step); its value if its only evaluation is at ``step``, NaN if none by then."""
-    rows, ids = _evaluations(curves, trial_ids)
+    rows, ids = evaluations(curves, trial_ids)
     out = pd.Series(math.nan, index=ids, name="auc", dtype=float)
     for trial_id, group in rows[rows[ENV_STEPS] <= step].groupby("trial_id"):
         x, y = (group[column].to_numpy(dtype=float) for column in (ENV_STEPS, EVAL_RETURN))
@@ -276,9 +275,13 @@ def observed_to(trials: pd.DataFrame) -> pd.Series:
 
 
 def default_horizon(trials: pd.DataFrame) -> float:
-    """The earliest end among completed trials; the latest end of any when none completed."""
-    done = (ends := observed_to(trials))[trials["stop_reason"] == COMPLETED]
-    return float(done.min() if len(done) else ends.max())
+    """The earliest end among completed trials; with none, the latest end of a trial that ASHA or
+    the guard stopped; NaN when neither (crashed or unfinished trials: all but explosions censored)."""
+    ends, reason = observed_to(trials), trials["stop_reason"]
+    if (reason == COMPLETED).any():
+        return float(ends[reason == COMPLETED].min())
+    stopped = ends[reason.isin(["asha", *GUARD_STOPS])]
+    return float(stopped.max()) if len(stopped) else math.nan
 
 
 def explosion_outcome(trials: pd.DataFrame, horizon: float) -> pd.Series:
@@ -299,91 +302,6 @@ def explosion_counts(trials: pd.DataFrame, horizon: float | None = None, confide
         rows[arm] = {"trials": len(part), "exploded": k, "observed": n, "censored": len(part) - n, "horizon": step,
                      "rate": k / n if n else math.nan, **dict(zip(("rate_low", "rate_high"), wilson(k, n, confidence)))}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arm")
-
-
-# --- verdicts ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ArmComparison:
-    """An arm against the baseline: explosions by ``horizon`` (``censored``: trials of the two
-    arms censored before it), returns (``measure``: "return" or "auc") at ``step``."""
-
-    arm: str
-    rate: RateDifference
-    ret: Difference | None
-    step: float
-    horizon: float
-    censored: int
-    measure: str = "return"
-
-
-def compare_arm(
-    trials: pd.DataFrame, curves: pd.DataFrame, arm: str, baseline: str = BASELINE, *, step: float | None = None,
-    horizon: float | None = None, measure: str = "return", pair_common: bool = False,
-) -> ArmComparison:
-    """``arm`` against ``baseline``: explosions by ``horizon`` (default ``default_horizon`` of the two
-    arms) and ``return_at`` (or ``auc_to``) ``step`` (default ``common_step`` of the two arms'
-    evaluated trials)."""
-    both = trials[trials["arm"].isin([arm, baseline])]
-    horizon = default_horizon(both) if horizon is None else float(horizon)
-    outcome = both.assign(outcome=explosion_outcome(both, horizon))
-    rate = rate_difference(by_seed(outcome, arm, "outcome"), by_seed(outcome, baseline, "outcome"), pair_common=pair_common)
-    ids = set(_evaluations(curves, both["trial_id"])[0]["trial_id"])
-    step = common_step(curves, ids) if step is None else float(step)
-    ret = None
-    if math.isfinite(step):
-        values = (auc_to if measure == "auc" else return_at)(curves, step, ids)
-        ret = mean_difference(by_seed(both, arm, values), by_seed(both, baseline, values), pair_common=pair_common)
-    return ArmComparison(arm, rate, ret, step, horizon, int(outcome["outcome"].isna().sum()), measure)
-
-
-def span(estimate: float, low: float, high: float, digits: int | None = None) -> str:
-    """``+12 [-40, 70]``: two significant digits of the interval's width unless ``digits`` (verdicts, tables)."""
-    if not math.isfinite(width := high - low):
-        return f"{estimate:+.2f} [no interval]"
-    digits = digits if digits is not None else max(0, 1 - math.floor(math.log10(width))) if width > 0 else 2
-    return f"{estimate:+.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def _enough(d: Difference, min_seeds: int) -> bool:
-    return (len(d.seeds) if d.paired else min(d.n_arm, d.n_baseline)) >= min_seeds and math.isfinite(d.high - d.low)
-
-
-def verdict(c: ArmComparison, min_seeds: int = MIN_SEEDS) -> str:
-    """The closing phrase, claiming only what an interval excludes. Rate interval below 0:
-    "prevents the runaway" if the arm exploded none, else "fewer runaways"; above 0: "more
-    runaways"; else "no detectable effect on runaways". Return interval above 0: "better return";
-    below 0: "worse return"; else "no detectable cost" after fewer runaways, "no detectable effect
-    on return" otherwise. Under ``min_seeds`` seeds (pairs; per arm unpaired): "too few seeds"."""
-    r, ret = c.rate, c.ret
-    fewer = _enough(r, min_seeds) and r.high < 0
-    if not _enough(r, min_seeds):
-        first = "too few seeds to judge runaways"
-    elif fewer:
-        first = "prevents the runaway" if r.exploded_arm == 0 else "fewer runaways"
-    else:
-        first = "more runaways" if r.low > 0 else "no detectable effect on runaways"
-    if ret is None:
-        return first
-    if not _enough(ret, min_seeds):
-        return f"{first}, too few seeds to judge return"
-    if ret.low > 0 or ret.high < 0:
-        return f"{first}, {'better' if ret.low > 0 else 'worse'} return"
-    return f"{first}, {'no detectable cost' if fewer else 'no detectable effect on return'}"
-
-
-def verdict_line(c: ArmComparison, min_seeds: int = MIN_SEEDS) -> str:
-    """One line, e.g. ``critic_l2=0.01: exploded 0/5 vs 5/5 (paired difference -1.00 [-1.00,
-    -0.39]); return at 16,000 steps +12 [-40, 70]: prevents the runaway, no detectable cost``.
-    Denominators count the trials observed to the horizon; censored trials are counted and the
-    horizon stated; "unpaired" marks a comparison on different seed sets."""
-    r = c.rate
-    censored = f" by {c.horizon:,.0f} steps, {c.censored} censored" if c.censored else ""
-    text = f"{c.arm}: exploded {r.exploded_arm}/{r.n_arm} vs {r.exploded_baseline}/{r.n_baseline}{censored}"
-    text += f" ({'paired' if r.paired else 'unpaired'} difference {span(r.estimate, r.low, r.high, digits=2)})"
-    if c.ret is not None:
-        what = "return at" if c.measure == "return" else "mean return (area under the curve) to"
-        text += f"; {what} {c.step:,.0f} steps {span(c.ret.estimate, c.ret.low, c.ret.high)}{'' if c.ret.paired else ' (unpaired)'}"
-    return f"{text}: {verdict(c, min_seeds)}"
 
 
 # --- coverage ---------------------------------------------------------------------------------

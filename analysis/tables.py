@@ -9,7 +9,7 @@ seeds is measured there (Student-t over seeds; Wilson and Newcombe for rates):
   not final returns of different budgets. The IQM trims nothing below 4 seeds (``iqm_is_mean``).
 - explosions by a horizon (``stats.explosion_counts``): a trial pruned before it without exploding
   is censored, in neither numerator nor denominator; it is not a survivor.
-- comparisons pair by seed (arms: ``stats.compare_arm``; main effects: by seed and cell) and say
+- comparisons pair by seed (arms: ``verdicts.compare_arm``; main effects: by seed and cell) and say
   when they cannot.
 
 Nothing here reads files or draws: inputs are DataFrames, outputs are DataFrames.
@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from analysis import stats
+from analysis import stats, verdicts
 from study.guard import GuardConfig, GuardState, StopReason, actor_q_excess, guard_step
 from study.plan import BASELINE
 from study.results import decode_param
@@ -172,7 +172,7 @@ def factor_level_table(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequ
 # --- comparisons ------------------------------------------------------------------------------
 
 
-def comparison_row(c: stats.ArmComparison) -> dict[str, Any]:
+def comparison_row(c: verdicts.ArmComparison) -> dict[str, Any]:
     """A comparison as a table row. ``*_seeds``: the matched seeds when paired, else every seed
     either side has; counts and rates are of the trials observed to the horizon."""
     rate, ret = c.rate, c.ret
@@ -194,16 +194,16 @@ def comparison_row(c: stats.ArmComparison) -> dict[str, Any]:
         "return_diff_high": ret.high if ret else math.nan,
         "return_paired": bool(ret and ret.paired),
         "return_seeds": len(ret.seeds) if ret else 0,
-        "verdict": stats.verdict(c),
+        "verdict": verdicts.verdict(c),
     }
 
 
-def arm_comparisons(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> list[stats.ArmComparison]:
-    """One-at-a-time designs: every other arm against ``baseline`` (``stats.compare_arm``: paired by
+def arm_comparisons(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> list[verdicts.ArmComparison]:
+    """One-at-a-time designs: every other arm against ``baseline`` (``verdicts.compare_arm``: paired by
     seed when both have the same seeds, explosions by the pair's horizon, returns at its common step)."""
     if baseline not in set(trials["arm"]):
         raise ValueError(f"arm {baseline!r} not found; arms are {arm_order(trials['arm'])}")
-    return [stats.compare_arm(trials, curves, arm, baseline) for arm in arm_order(trials["arm"]) if arm != baseline]
+    return [verdicts.compare_arm(trials, curves, arm, baseline) for arm in arm_order(trials["arm"]) if arm != baseline]
 
 
 def versus_baseline(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
@@ -212,7 +212,7 @@ def versus_baseline(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = 
 
 
 def main_effect(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str], factor: str, level: str,
-                reference: str) -> stats.ArmComparison:
+                reference: str) -> verdicts.ArmComparison:
     """``factor`` at ``level`` against ``reference``, averaged over the other factors, paired by seed.
 
     A cell is one combination of the other factors' levels; a pair is a trial at ``level`` and one
@@ -247,7 +247,7 @@ def main_effect(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[st
     else:
         rate = _unpaired_rate(keyed.dropna(subset=["outcome"]), factor, level, reference)
     censored = int(keyed["outcome"].isna().sum())
-    return stats.ArmComparison(f"{factor}={level} vs {reference}", rate, ret, step, horizon, censored)
+    return verdicts.ArmComparison(f"{factor}={level} vs {reference}", rate, ret, step, horizon, censored)
 
 
 def _unpaired_rate(observed: pd.DataFrame, factor: str, level: str, reference: str) -> stats.RateDifference:
@@ -261,7 +261,7 @@ def _unpaired_rate(observed: pd.DataFrame, factor: str, level: str, reference: s
 
 def effect_comparisons(
     trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str]
-) -> dict[tuple[str, str, str], stats.ArmComparison]:
+) -> dict[tuple[str, str, str], verdicts.ArmComparison]:
     """Factorial designs: (factor, level, reference) -> ``main_effect`` for every level of every
     factor against the factor's first level in natural order (None first: "off" is the reference)."""
     effects = {}

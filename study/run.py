@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.load import load_study
-from analysis.stats import verdict_line
+from analysis.verdicts import verdict_line
 from analysis.tables import arm_comparisons
 from study import metrics as m
 from study import results as r
@@ -308,7 +308,7 @@ def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
 
 
 def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
-    """A line per arm against the baseline (``analysis.stats.verdict_line``: paired by seed, returns
+    """A line per arm against the baseline (``analysis.verdicts.verdict_line``: paired by seed, returns
     at a common step, censored trials counted apart), read back from the store as the report reads
     it. One-at-a-time designs only; a note for the others, and for a study without a baseline."""
     if spec.design != "one_at_a_time":

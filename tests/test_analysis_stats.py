@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import stats as s
+from analysis import verdicts as v
 
 T_975_2 = 4.302652729911275  # Student t quantile, 2 degrees of freedom
 
@@ -165,6 +166,14 @@ def test_an_asha_pruned_trial_is_censored_not_a_survivor() -> None:
     assert s.default_horizon(trials[trials["stop_reason"] != "completed"]) == 8000
 
 
+def test_trials_that_crashed_or_never_finished_survive_nothing() -> None:
+    """No trial completed nor was stopped by ASHA or the guard: no horizon, every trial censored."""
+    crashed = pd.DataFrame([trial("arm", 0, "error", 0), trial("arm", 1, None, 0)])  # type: ignore[arg-type]
+    assert math.isnan(s.default_horizon(crashed))
+    row = s.explosion_counts(crashed).loc["arm"]
+    assert (row["exploded"], row["observed"], row["censored"]) == (0, 0, 2)
+
+
 # --- verdicts ---------------------------------------------------------------------------------
 
 
@@ -184,52 +193,52 @@ def study(arm_returns: list[float], pruned_seed: int | None = None) -> tuple[pd.
 
 
 def test_verdict_prevents_the_runaway_at_no_detectable_cost() -> None:
-    c = s.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01")
+    c = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01")
     assert c.ret is not None and (c.step, c.horizon, c.censored, c.rate.paired, c.ret.paired) == (4000, 16000, 0, True, True)
-    assert s.verdict_line(c) == (
+    assert v.verdict_line(c) == (
         "critic_l2=0.01: exploded 0/5 vs 5/5 (paired difference -1.00 [-1.00, -0.39]); "
         "return at 4,000 steps +2 [-15, 19]: prevents the runaway, no detectable cost"
     )
-    auc = s.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01", measure="auc")
+    auc = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01", measure="auc")
     # Per seed: arm a + r/4 (a = -500 + 10 seed, r its 4,000-step gain), baseline -675 + 7.5 seed.
     assert auc.ret is not None and auc.ret.estimate == pytest.approx(175 + 2.5 * 2 + 2.0 / 4)
-    assert "; mean return (area under the curve) to 4,000 steps +180.5 [176.0, 185.0]:" in s.verdict_line(auc)
+    assert "; mean return (area under the curve) to 4,000 steps +180.5 [176.0, 185.0]:" in v.verdict_line(auc)
 
 
 def test_verdict_with_a_censored_seed_is_unpaired_and_says_so() -> None:
-    c = s.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0], pruned_seed=4), "critic_l2=0.01")
-    line = s.verdict_line(c)
+    c = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0], pruned_seed=4), "critic_l2=0.01")
+    line = v.verdict_line(c)
     assert line.startswith("critic_l2=0.01: exploded 0/4 vs 5/5 by 16,000 steps, 1 censored (unpaired difference")
     assert c.ret is not None and c.ret.paired and c.rate.seeds == (0, 1, 2, 3, 4)  # every seed has a return at 4,000
     assert line.endswith(": prevents the runaway, no detectable cost")
 
 
-def comparison(rate: s.RateDifference, ret: s.Difference | None) -> s.ArmComparison:
-    return s.ArmComparison("tau=1.0", rate, ret, 16000.0, 16000.0, 0)
+def comparison(rate: s.RateDifference, ret: s.Difference | None) -> v.ArmComparison:
+    return v.ArmComparison("tau=1.0", rate, ret, 16000.0, 16000.0, 0)
 
 
 def test_verdict_phrases() -> None:
     none = [False] * 5
     same_rate = s.rate_difference([True, False, False, False, False], [True, True, False, False, False])
     flat = s.mean_difference([1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 3.0, 5.0, 4.0])
-    line = s.verdict_line(comparison(same_rate, flat))
+    line = v.verdict_line(comparison(same_rate, flat))
     assert line == (
         "tau=1.0: exploded 1/5 vs 2/5 (paired difference -0.20 [-0.59, 0.29]); return at 16,000 steps +0.0 [-1.2, 1.2]: "
         "no detectable effect on runaways, no detectable effect on return"
     )
     worse = s.mean_difference([-60.0, -40.0, -50.0, -45.0, -55.0], [0.0] * 5)
-    assert s.verdict(comparison(s.rate_difference(none, none), worse)) == "no detectable effect on runaways, worse return"
+    assert v.verdict(comparison(s.rate_difference(none, none), worse)) == "no detectable effect on runaways, worse return"
     better = s.mean_difference([60.0, 40.0, 50.0], [0.0] * 3)
-    assert s.verdict(comparison(s.rate_difference(none[:3], none[:3]), better)).endswith(", better return")
+    assert v.verdict(comparison(s.rate_difference(none[:3], none[:3]), better)).endswith(", better return")
     fewer = s.rate_difference([True] + [False] * 9, [True] * 10)
-    assert s.verdict(comparison(fewer, None)) == "fewer runaways"
+    assert v.verdict(comparison(fewer, None)) == "fewer runaways"
     more = s.rate_difference([True] * 10, [False] * 10)
-    assert s.verdict(comparison(more, None)) == "more runaways"
+    assert v.verdict(comparison(more, None)) == "more runaways"
     unpaired = s.mean_difference(pd.Series([5.0, 6.0, 7.0]), pd.Series([1.0, 2.0, 3.0], index=[4, 5, 6]))
-    line = s.verdict_line(comparison(s.rate_difference(pd.Series(none[:3]), pd.Series(none[:3], index=[4, 5, 6])), unpaired))
+    line = v.verdict_line(comparison(s.rate_difference(pd.Series(none[:3]), pd.Series(none[:3], index=[4, 5, 6])), unpaired))
     assert "(unpaired difference +0.00" in line and line.endswith("(unpaired): no detectable effect on runaways, better return")
     two = s.mean_difference([1.0, 2.0], [0.0, 0.0])
-    assert s.verdict(comparison(s.rate_difference(none[:2], [True, True]), two)) == (
+    assert v.verdict(comparison(s.rate_difference(none[:2], [True, True]), two)) == (
         "too few seeds to judge runaways, too few seeds to judge return"
     )
 
