@@ -200,7 +200,9 @@ VERDICTS_NOTE = {
     f"{MIN_SEEDS} seeds it says too few.",
     "factorial": "Each factor level against the factor's first level, averaged over the other factors' levels (the "
     "cells): paired by seed and cell; returns at the last env step the two levels' trials reached, explosions "
-    "of the trials observed to the horizon. A verdict claims only what a 95% interval excludes; under "
+    "of the trials observed to the horizon. The explosion interval counts each (seed, cell) pair as independent, "
+    "though pairs of one seed share its initial weights: with few seeds it can be narrower than the data "
+    "support. A verdict claims only what a 95% interval excludes; under "
     f"{MIN_SEEDS} seeds it says too few.",
 }
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import integrate, stats
 
-from study.metrics import ENV_STEPS, EVAL_RETURN
+from study.metrics import ENV_STEPS, EVAL_RETURN, EVAL_STEP
 from study.guard import GUARD_STOPS
 
 CONFIDENCE = 0.95
@@ -224,13 +224,27 @@ def rate_difference(arm: Any, baseline: Any, *, pair_common: bool = False, confi
 
 # --- returns at a common budget ---------------------------------------------------------------
 def evaluations(curves: pd.DataFrame, trial_ids: Any = None) -> tuple[pd.DataFrame, pd.Index]:
-    """The rows with a finite evaluation of ``trial_ids`` (all when None) sorted by step, and
-    the trial ids (``trial_ids`` as given, else those with an evaluation)."""
+    """The evaluations of ``trial_ids`` (all when None), one row each at the step it ran, sorted by
+    step, and the trial ids (``trial_ids`` as given, else those with an evaluation).
+
+    A report carries the latest evaluation until the next one, and says the step it ran at
+    (``eval/env_steps``): the rows of other steps are copies. Curves without that column (stores
+    written before it) keep every finite row."""
     rows = curves[np.isfinite(curves[EVAL_RETURN].to_numpy(dtype=float))]
     if trial_ids is not None:
         rows = rows[rows["trial_id"].isin(list(trial_ids))]
+    if EVAL_STEP in rows:
+        rows = rows[rows[EVAL_STEP].isna() | (rows[EVAL_STEP] == rows[ENV_STEPS])]
+    rows = rows.sort_values(["trial_id", ENV_STEPS])
     ids = pd.unique(rows["trial_id"]) if trial_ids is None else list(trial_ids)
-    return rows.sort_values(["trial_id", ENV_STEPS]), pd.Index(ids, name="trial_id")
+    return rows, pd.Index(ids, name="trial_id")
+
+
+def observed_by_design(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials whose observation ended as the study meant: completed, pruned by ASHA or stopped
+    by the guard. A crashed or unfinished trial ended early for no reason of its arm: left out of
+    returns (it would set the common step for everyone) as it is censored in explosions."""
+    return trials[trials["stop_reason"].isin([COMPLETED, "asha", *GUARD_STOPS])]
 
 
 def common_step(curves: pd.DataFrame, trial_ids: Any) -> float:
@@ -275,13 +289,13 @@ def observed_to(trials: pd.DataFrame) -> pd.Series:
 
 
 def default_horizon(trials: pd.DataFrame) -> float:
-    """The earliest end among completed trials; with none, the latest end of a trial that ASHA or
-    the guard stopped; NaN when neither (crashed or unfinished trials: all but explosions censored)."""
+    """The earliest end among completed trials; with none, the latest step ASHA pruned a trial at;
+    NaN when neither (crashed, unfinished or exploded trials only: all but explosions censored)."""
     ends, reason = observed_to(trials), trials["stop_reason"]
     if (reason == COMPLETED).any():
         return float(ends[reason == COMPLETED].min())
-    stopped = ends[reason.isin(["asha", *GUARD_STOPS])]
-    return float(stopped.max()) if len(stopped) else math.nan
+    pruned = ends[reason == "asha"]  # a guard stop is an explosion: its step says nothing of the others
+    return float(pruned.max()) if len(pruned) else math.nan
 
 
 def explosion_outcome(trials: pd.DataFrame, horizon: float) -> pd.Series:

@@ -104,11 +104,12 @@ def arm_order(arms: Sequence[str]) -> list[str]:
 # --- ablation tables --------------------------------------------------------------------------
 
 
-def returns_at_common_step(curves: pd.DataFrame, trial_ids: Any) -> tuple[float, pd.Series]:
-    """The last step every evaluated trial of ``trial_ids`` reached, and each one's return there
-    (by trial_id). A trial the guard stopped before its first evaluation has no return to read:
-    it is left out rather than leaving no common step at all."""
-    evaluated = stats.return_at(curves, math.inf, trial_ids).dropna().index
+def returns_at_common_step(curves: pd.DataFrame, trials: pd.DataFrame) -> tuple[float, pd.Series]:
+    """The last step every evaluated trial of ``trials`` reached, and each one's return there (by
+    trial_id). A trial the guard stopped before its first evaluation has no return to read: it is
+    left out rather than leaving no common step at all; so is a crashed or unfinished one
+    (``stats.observed_by_design``)."""
+    evaluated = stats.return_at(curves, math.inf, stats.observed_by_design(trials)["trial_id"]).dropna().index
     step = stats.common_step(curves, evaluated)
     return step, stats.return_at(curves, step, evaluated)
 
@@ -117,7 +118,7 @@ def summarize(group: pd.DataFrame, curves: pd.DataFrame, horizon: float) -> dict
     """One ablation row: seeds; the return at the group's common step (mean with its t interval,
     IQM); explosions by ``horizon`` (exploded, observed, censored, rate with its Wilson interval,
     median step); the budget spent and how the trials ended."""
-    step, at_step = returns_at_common_step(curves, group["trial_id"])
+    step, at_step = returns_at_common_step(curves, group)
     returns = at_step.dropna().to_numpy(dtype=float)
     mean_low, mean_high = stats.t_interval(returns)
     middle = stats.iqm(returns)
@@ -227,7 +228,7 @@ def main_effect(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[st
     """
     both = trials[trials[factor].isin([level, reference])]
     horizon = stats.default_horizon(both)
-    step, at_step = returns_at_common_step(curves, both["trial_id"])
+    step, at_step = returns_at_common_step(curves, both)
     others = [f for f in factors if f != factor]
     keyed = both.assign(
         outcome=stats.explosion_outcome(both, horizon), ret=both["trial_id"].map(at_step),

@@ -19,6 +19,7 @@ from analysis.stats import (
     evaluations,
     explosion_outcome,
     mean_difference,
+    observed_by_design,
     rate_difference,
     return_at,
 )
@@ -49,10 +50,12 @@ def compare_arm(
     arms) and ``return_at`` (or ``auc_to``) ``step`` (default ``common_step`` of the two arms'
     evaluated trials)."""
     both = trials[trials["arm"].isin([arm, baseline])]
+    # The same seeds in both arms: paired, on the seeds whose outcome both observed.
+    pair_common = pair_common or set(both.loc[both["arm"] == arm, "seed"]) == set(both.loc[both["arm"] == baseline, "seed"])
     horizon = default_horizon(both) if horizon is None else float(horizon)
     outcome = both.assign(outcome=explosion_outcome(both, horizon))
     rate = rate_difference(by_seed(outcome, arm, "outcome"), by_seed(outcome, baseline, "outcome"), pair_common=pair_common)
-    ids = set(evaluations(curves, both["trial_id"])[0]["trial_id"])
+    ids = set(evaluations(curves, observed_by_design(both)["trial_id"])[0]["trial_id"])
     step = common_step(curves, ids) if step is None else float(step)
     ret = None
     if math.isfinite(step):
@@ -102,8 +105,9 @@ def verdict_line(c: ArmComparison, min_seeds: int = MIN_SEEDS) -> str:
     Denominators count the trials observed to the horizon; censored trials are counted and the
     horizon stated; "unpaired" marks a comparison on different seed sets."""
     r = c.rate
-    censored = f" by {c.horizon:,.0f} steps, {c.censored} censored" if c.censored else ""
-    text = f"{c.arm}: exploded {r.exploded_arm}/{r.n_arm} vs {r.exploded_baseline}/{r.n_baseline}{censored}"
+    by = f"by {c.horizon:,.0f} steps" if math.isfinite(c.horizon) else "no common horizon"
+    censored = f", {c.censored} censored" if c.censored else ""
+    text = f"{c.arm}: exploded {r.exploded_arm}/{r.n_arm} vs {r.exploded_baseline}/{r.n_baseline} {by}{censored}"
     text += f" ({'paired' if r.paired else 'unpaired'} difference {span(r.estimate, r.low, r.high, digits=2)})"
     if c.ret is not None:
         what = "return at" if c.measure == "return" else "mean return (area under the curve) to"

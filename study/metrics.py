@@ -19,6 +19,7 @@ __all__ = ["ACTOR_Q_MAX", "ACTOR_Q_MEAN", "ACTOR_Q_MIN", "AGENT_KEYS", "Q1_VALUE
 ENV_STEPS = "env_steps"  # the time axis of every curve and ASHA's time attribute
 EPISODE_RETURN, EPISODE_LENGTH = "train/episode_return", "train/episode_length"
 EVAL_RETURN, EVAL_RETURN_STD = "eval/return_mean", "eval/return_std"
+EVAL_STEP = "eval/env_steps"  # the step the reported evaluation ran at: reports repeat it until the next
 Q_LOW, Q_HIGH = "guard/q_low", "guard/q_high"  # the interval every return lies in
 GUARD_EXCESS = "guard/actor_q_excess"  # how far actor-path Q lies outside it, in widths; NaN: not judged
 GUARD_STRIKES = "guard/strikes"  # consecutive offending reports, counted (and checkpointed) by the trial
@@ -27,7 +28,7 @@ ENV_STEPS_PER_S, UPDATES_PER_S = "perf/env_steps_per_s", "perf/updates_per_s"
 
 # Produced by the trial loop.
 TRIAL_KEYS: tuple[str, ...] = (
-    ENV_STEPS, EPISODE_RETURN, EPISODE_LENGTH, EVAL_RETURN, EVAL_RETURN_STD, Q_LOW, Q_HIGH, GUARD_EXCESS,
+    ENV_STEPS, EPISODE_RETURN, EPISODE_LENGTH, EVAL_RETURN, EVAL_RETURN_STD, EVAL_STEP, Q_LOW, Q_HIGH, GUARD_EXCESS,
     GUARD_STRIKES, ACTOR_TO_BUFFER_Q, ENV_STEPS_PER_S, UPDATES_PER_S,
 )  # fmt: skip
 

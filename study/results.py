@@ -45,7 +45,7 @@ STOP_REASON, STOP_STEP = "stop_reason", "stop_step"  # also columns of Tune's re
 
 SUMMARY_PREFIX = "summary/"
 # The reported series a summary (and the analysis' curves) are computed from.
-CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.EVAL_RETURN_STD, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, m.Q_LOW, m.Q_HIGH,
+CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.EVAL_RETURN_STD, m.EVAL_STEP, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, m.Q_LOW, m.Q_HIGH,
                                m.GUARD_EXCESS)  # fmt: skip
 
 

@@ -51,6 +51,7 @@ class TrialState:
     episode_length: float = math.nan
     eval_return_mean: float = math.nan
     eval_return_std: float = math.nan
+    eval_step: float = math.nan  # the env step of the latest evaluation
     history: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key in CURVE_KEYS})  # per report
     guard_strikes: int = 0
     guard_reason: StopReason | None = None
@@ -185,11 +186,11 @@ def run_trial(
                     # truncation should); every evaluation episode passes the between-episodes hook,
                     # and the training env's random stream continues as if evaluation had not run.
                     training_rng = rng_state(env)
-                    _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
+                    _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
                     set_rng_state(env, training_rng)
                     end_episode()
                 else:
-                    _record_eval(state, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
+                    _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
             report = _build_report(state, agent_metrics, rates, step)
             interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
             # The agent reports no actor-path Q before its first actor step, nor on a step with no
@@ -269,8 +270,8 @@ class _RateWindow:
         }
 
 
-def _record_eval(state: TrialState, mean: float, std: float) -> None:
-    state.eval_return_mean, state.eval_return_std = mean, std
+def _record_eval(state: TrialState, step: int, mean: float, std: float) -> None:
+    state.eval_step, state.eval_return_mean, state.eval_return_std = step, mean, std
 
 
 def _build_report(
@@ -290,6 +291,7 @@ def _build_report(
         m.EPISODE_LENGTH: state.episode_length,
         m.EVAL_RETURN: state.eval_return_mean,
         m.EVAL_RETURN_STD: state.eval_return_std,
+        m.EVAL_STEP: state.eval_step,
     }
     return m.complete_report(values)
 

@@ -114,6 +114,17 @@ def curves_frame(points: Mapping[str, Sequence[tuple[float, float]]]) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def test_report_rows_that_repeat_an_evaluation_are_not_evaluations() -> None:
+    """Reports carry the latest evaluation and the step it ran at: a trial the guard stopped at
+    5,500 last evaluated at 4,000, so that is the step its return is read at."""
+    curves = pd.DataFrame([
+        {"trial_id": "stopped", "env_steps": x, s.EVAL_RETURN: y, s.EVAL_STEP: e}
+        for x, y, e in [(500, math.nan, math.nan), (4000, -300.0, 4000), (4500, -300.0, 4000), (5500, -300.0, 4000)]
+    ] + [{"trial_id": "done", "env_steps": x, s.EVAL_RETURN: -100.0 + x / 100, s.EVAL_STEP: x} for x in (4000, 8000)])
+    assert s.common_step(curves, ["stopped", "done"]) == 4000
+    assert s.return_at(curves, 4000).to_dict() == {"done": -60.0, "stopped": -300.0}
+
+
 def test_common_step_and_the_return_there() -> None:
     curves = curves_frame({
         "done": [(0, -900), (4000, -500), (8000, -300), (12000, -200), (16000, -150)],
@@ -196,7 +207,7 @@ def test_verdict_prevents_the_runaway_at_no_detectable_cost() -> None:
     c = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01")
     assert c.ret is not None and (c.step, c.horizon, c.censored, c.rate.paired, c.ret.paired) == (4000, 16000, 0, True, True)
     assert v.verdict_line(c) == (
-        "critic_l2=0.01: exploded 0/5 vs 5/5 (paired difference -1.00 [-1.00, -0.39]); "
+        "critic_l2=0.01: exploded 0/5 vs 5/5 by 16,000 steps (paired difference -1.00 [-1.00, -0.39]); "
         "return at 4,000 steps +2 [-15, 19]: prevents the runaway, no detectable cost"
     )
     auc = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01", measure="auc")
@@ -205,11 +216,13 @@ def test_verdict_prevents_the_runaway_at_no_detectable_cost() -> None:
     assert "; mean return (area under the curve) to 4,000 steps +180.5 [176.0, 185.0]:" in v.verdict_line(auc)
 
 
-def test_verdict_with_a_censored_seed_is_unpaired_and_says_so() -> None:
+def test_verdict_with_a_censored_seed_stays_paired_on_the_seeds_both_observed() -> None:
+    """Both arms ran the same seeds: ASHA censoring one arm's seed 4 drops that pair, not the pairing."""
     c = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0], pruned_seed=4), "critic_l2=0.01")
     line = v.verdict_line(c)
-    assert line.startswith("critic_l2=0.01: exploded 0/4 vs 5/5 by 16,000 steps, 1 censored (unpaired difference")
-    assert c.ret is not None and c.ret.paired and c.rate.seeds == (0, 1, 2, 3, 4)  # every seed has a return at 4,000
+    assert line.startswith("critic_l2=0.01: exploded 0/4 vs 4/4 by 16,000 steps, 1 censored (paired difference")
+    assert c.rate.paired and c.rate.seeds == (0, 1, 2, 3)
+    assert c.ret is not None and c.ret.paired and c.ret.seeds == (0, 1, 2, 3, 4)  # every seed has a return at 4,000
     assert line.endswith(": prevents the runaway, no detectable cost")
 
 
@@ -223,7 +236,7 @@ def test_verdict_phrases() -> None:
     flat = s.mean_difference([1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 3.0, 5.0, 4.0])
     line = v.verdict_line(comparison(same_rate, flat))
     assert line == (
-        "tau=1.0: exploded 1/5 vs 2/5 (paired difference -0.20 [-0.59, 0.29]); return at 16,000 steps +0.0 [-1.2, 1.2]: "
+        "tau=1.0: exploded 1/5 vs 2/5 by 16,000 steps (paired difference -0.20 [-0.59, 0.29]); return at 16,000 steps +0.0 [-1.2, 1.2]: "
         "no detectable effect on runaways, no detectable effect on return"
     )
     worse = s.mean_difference([-60.0, -40.0, -50.0, -45.0, -55.0], [0.0] * 5)
@@ -285,8 +298,25 @@ def binary_pairs(p_arm: float, p_base: float, rho: float):  # noqa: ANN201
         ("paired return difference", seed_pairs, lambda a, b: bounds(s.mean_difference(a, b)), 20.0),
         ("paired rate 0.2 vs 0.8", binary_pairs(0.2, 0.8, 0.0), lambda a, b: bounds(s.rate_difference(a, b)), -0.6),
         ("paired rate 0.3 vs 0.6", binary_pairs(0.3, 0.6, 0.3), lambda a, b: bounds(s.rate_difference(a, b)), -0.3),
+        ("Welch, sd 30 vs 90", lambda g, n: (g.normal(10, 30, n), g.normal(0, 90, n)), s.welch_interval, 10.0),
     ],
 )
 def test_95_percent_intervals_cover_at_least_90_percent_at_five_seeds(name, draw, interval, truth) -> None:  # noqa: ANN001
     hit = s.coverage(draw, interval, truth, SEEDS, STUDIES, np.random.default_rng(11))
     assert hit >= 0.90, f"{name}: {hit:.3f}"
+
+
+@pytest.mark.parametrize(
+    ("name", "draw", "interval"),
+    [
+        ("normal mean", lambda g, n: (g.normal(0, 1, n),), s.t_interval),
+        ("paired return difference", seed_pairs, lambda a, b: bounds(s.mean_difference(a, b))),
+        ("Welch, sd 30 vs 90", lambda g, n: (g.normal(10, 30, n), g.normal(0, 90, n)), s.welch_interval),
+    ],
+)
+def test_95_percent_intervals_are_not_wider_than_95_percent_needs(name, draw, interval) -> None:  # noqa: ANN001
+    """Coverage alone passes an interval of everything: on data they are exact (or near) for, the
+    intervals cover no more than 97.5% of the time."""
+    truth = {"normal mean": 0.0, "paired return difference": 20.0, "Welch, sd 30 vs 90": 10.0}[name]
+    hit = s.coverage(draw, interval, truth, SEEDS, STUDIES, np.random.default_rng(12))
+    assert hit <= 0.975, f"{name}: {hit:.3f}"
