@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import tables
+from analysis import stats, tables
 from analysis.load import StudyResults
 from study import metrics as m
 
@@ -70,9 +70,8 @@ def return_figure(results: StudyResults) -> Figure:
     """Evaluation return per arm: mean over the seeds still running, band from worst to best seed."""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
-    # Reports between evaluations repeat the last one: keep each trial's fresh evaluations only.
-    evaluated = results.curves.dropna(subset=[m.EVAL_RETURN])
-    evaluated = evaluated[evaluated.groupby("trial_id")[m.EVAL_RETURN].diff().ne(0)]
+    # Reports between evaluations repeat the last one: the evaluations the tables read, where they ran.
+    evaluated = stats.evaluations(results.curves)[0]
     for color, arm in zip(cycle(COLORS), tables.arm_order(results.trials["arm"]), strict=False):
         per_step = evaluated[evaluated["arm"] == arm].groupby(m.ENV_STEPS)[m.EVAL_RETURN]
         mean, low, high = per_step.mean(), per_step.min(), per_step.max()
@@ -99,8 +98,8 @@ def explosion_figure(table: pd.DataFrame) -> Figure:
         ax.set_title(str(name), fontsize=9)
         ax.set_ylabel("share exploded (of observed)")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    horizons = set(table["horizon"])
-    by = f"by {horizons.pop():,.0f} env steps" if len(horizons) == 1 else "by each row's horizon"
+    horizons = set(table["horizon"].dropna())
+    by = f"by {horizons.pop():,.0f} env steps" if len(horizons) == 1 else "by each row's horizon" if horizons else "no common horizon"
     fig.suptitle(f"Explosion rate (95% Wilson interval)\n{by}; censored trials left out", fontsize=10)
     return fig
 

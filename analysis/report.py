@@ -167,7 +167,8 @@ def headline(table: pd.DataFrame) -> str:
     exploded = [f"{arm} ({counts(row)})" for arm, row in rows if row["exploded"]]
     bounded = [f"{arm} ({counts(row)})" for arm, row in rows if not row["exploded"] and row["observed"]]
     unobserved = [str(arm) for arm, row in rows if not row["observed"]]
-    by = f"by {step(table['horizon'].iloc[0])} env steps" if len(table) else ""
+    horizon = table["horizon"].iloc[0] if len(table) else math.nan
+    by = f"by {step(horizon)} env steps" if math.isfinite(horizon) else "(no common horizon)"
     parts = []
     if exploded:
         parts.append(f"Actor-path Q ran away {by} (exploded / observed) in: {', '.join(exploded)}.")

@@ -26,8 +26,9 @@ Censoring (``explosion_outcome``). A trial's observation ends at its stop step, 
 Against a horizon h: exploded at a step <= h (or at an unknown step) -> exploded; observed to h
 without exploding by then -> survivor; otherwise (ASHA pruned it at s < h, it crashed, it is
 still running) -> censored at its end, in neither numerator nor denominator. The default
-horizon is the earliest end among completed trials, a step every non-censored trial reached;
-``horizon=8000`` counts ASHA's 8,000-step trials as survivors to 8,000.
+horizon is the earliest end among completed trials, a step every non-censored trial reached
+(with none, the latest step ASHA pruned at; else none, NaN); ``horizon=8000`` counts ASHA's
+8,000-step trials as survivors to 8,000.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ def compare_arm(
     if math.isfinite(step):
         values = (auc_to if measure == "auc" else return_at)(curves, step, ids)
         ret = mean_difference(by_seed(both, arm, values), by_seed(both, baseline, values), pair_common=pair_common)
+        ret = ret if ret.n_arm and ret.n_baseline else None  # one side has no return to compare
     return ArmComparison(arm, rate, ret, step, horizon, int(outcome["outcome"].isna().sum()), measure)
 
 
@@ -100,15 +101,17 @@ def verdict(c: ArmComparison, min_seeds: int = MIN_SEEDS) -> str:
 
 
 def verdict_line(c: ArmComparison, min_seeds: int = MIN_SEEDS) -> str:
-    """One line, e.g. ``critic_l2=0.01: exploded 0/5 vs 5/5 (paired difference -1.00 [-1.00,
-    -0.39]); return at 16,000 steps +12 [-40, 70]: prevents the runaway, no detectable cost``.
-    Denominators count the trials observed to the horizon; censored trials are counted and the
+    """One line, e.g. ``critic_l2=0.01: exploded 0/5 vs 5/5 by 16,000 steps (paired on 5 seeds,
+    difference -1.00 [-1.00, -0.39]); return at 16,000 steps +12 [-40, 70]: prevents the runaway,
+    no detectable cost``. Denominators count the trials observed to the horizon, and when paired
+    only the seeds both arms observed (``paired on N seeds``); censored trials are counted and the
     horizon stated; "unpaired" marks a comparison on different seed sets."""
     r = c.rate
-    by = f"by {c.horizon:,.0f} steps" if math.isfinite(c.horizon) else "no common horizon"
+    by = f"by {c.horizon:,.0f} steps" if math.isfinite(c.horizon) else "with no common horizon"
     censored = f", {c.censored} censored" if c.censored else ""
     text = f"{c.arm}: exploded {r.exploded_arm}/{r.n_arm} vs {r.exploded_baseline}/{r.n_baseline} {by}{censored}"
-    text += f" ({'paired' if r.paired else 'unpaired'} difference {span(r.estimate, r.low, r.high, digits=2)})"
+    pairing = f"paired on {len(r.seeds)} seeds," if r.paired else "unpaired"
+    text += f" ({pairing} difference {span(r.estimate, r.low, r.high, digits=2)})"
     if c.ret is not None:
         what = "return at" if c.measure == "return" else "mean return (area under the curve) to"
         text += f"; {what} {c.step:,.0f} steps {span(c.ret.estimate, c.ret.low, c.ret.high)}{'' if c.ret.paired else ' (unpaired)'}"

@@ -134,6 +134,8 @@ def run_trial(
     if resume_from is not None:
         agent.load(resume_from)
         state = TrialState.load(Path(resume_from) / STATE_FILE)
+        if math.isnan(state.eval_step) and math.isfinite(state.eval_return_mean):  # saved before eval_step was
+            state.eval_step = agent.env_steps // cfg.eval_every * cfg.eval_every
         episode, obs, note = resume_episode(
             env, Path(resume_from), replayable=not shared_env, seed=cfg.seed + agent.env_steps
         )

@@ -31,7 +31,7 @@ def test_report_command_writes_its_files_and_prints_the_table(storage: Path, cap
     assert "## Each arm against the baseline" in markdown  # the one-at-a-time section
     # The verdicts come right after the headline, a line per arm against the baseline.
     assert markdown.index("## Verdicts") < markdown.index("## Ablation per arm")
-    assert "- tau=1.0: exploded 2/2 vs 0/2 by 2,000 steps (paired difference +1.00 [0.07, 1.00]); return at 1,000 steps -300.00" in markdown
+    assert "- tau=1.0: exploded 2/2 vs 0/2 by 2,000 steps (paired on 2 seeds, difference +1.00 [0.07, 1.00]); return at 1,000 steps -300.00" in markdown
     assert "- tau=0.5: exploded 1/1 vs 0/2 by 2,000 steps (unpaired difference" in markdown
     assert "![Actor-path Q](actor_q.png)" in markdown
     html = (out_dir / "report.html").read_text()

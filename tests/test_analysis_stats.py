@@ -207,7 +207,7 @@ def test_verdict_prevents_the_runaway_at_no_detectable_cost() -> None:
     c = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01")
     assert c.ret is not None and (c.step, c.horizon, c.censored, c.rate.paired, c.ret.paired) == (4000, 16000, 0, True, True)
     assert v.verdict_line(c) == (
-        "critic_l2=0.01: exploded 0/5 vs 5/5 by 16,000 steps (paired difference -1.00 [-1.00, -0.39]); "
+        "critic_l2=0.01: exploded 0/5 vs 5/5 by 16,000 steps (paired on 5 seeds, difference -1.00 [-1.00, -0.39]); "
         "return at 4,000 steps +2 [-15, 19]: prevents the runaway, no detectable cost"
     )
     auc = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0]), "critic_l2=0.01", measure="auc")
@@ -220,10 +220,21 @@ def test_verdict_with_a_censored_seed_stays_paired_on_the_seeds_both_observed() 
     """Both arms ran the same seeds: ASHA censoring one arm's seed 4 drops that pair, not the pairing."""
     c = v.compare_arm(*study([10.0, -5.0, 20.0, 0.0, -15.0], pruned_seed=4), "critic_l2=0.01")
     line = v.verdict_line(c)
-    assert line.startswith("critic_l2=0.01: exploded 0/4 vs 4/4 by 16,000 steps, 1 censored (paired difference")
+    assert line.startswith("critic_l2=0.01: exploded 0/4 vs 4/4 by 16,000 steps, 1 censored (paired on 4 seeds, difference")
     assert c.rate.paired and c.rate.seeds == (0, 1, 2, 3)
     assert c.ret is not None and c.ret.paired and c.ret.seeds == (0, 1, 2, 3, 4)  # every seed has a return at 4,000
     assert line.endswith(": prevents the runaway, no detectable cost")
+
+
+def test_a_crashed_trial_sets_no_common_step_and_no_horizon_reads_as_such() -> None:
+    trials, curves = study([10.0, -5.0, 20.0, 0.0, -15.0])
+    crashed = trials.index[(trials["arm"] == "critic_l2=0.01") & (trials["seed"] == 0)]
+    trials.loc[crashed, ["stop_reason", "stop_step", "env_steps"]] = ["error", 2000, 2000]
+    c = v.compare_arm(trials, curves, "critic_l2=0.01")
+    assert c.step == 4000 and c.ret is not None and c.ret.seeds == (1, 2, 3, 4)  # not pulled to 2,000
+    nothing = trials.assign(stop_reason="error")
+    line = v.verdict_line(v.compare_arm(nothing, curves, "critic_l2=0.01"))
+    assert "5/5 with no common horizon, 5 censored (" in line and "return at" not in line
 
 
 def comparison(rate: s.RateDifference, ret: s.Difference | None) -> v.ArmComparison:
@@ -236,7 +247,7 @@ def test_verdict_phrases() -> None:
     flat = s.mean_difference([1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 3.0, 5.0, 4.0])
     line = v.verdict_line(comparison(same_rate, flat))
     assert line == (
-        "tau=1.0: exploded 1/5 vs 2/5 by 16,000 steps (paired difference -0.20 [-0.59, 0.29]); return at 16,000 steps +0.0 [-1.2, 1.2]: "
+        "tau=1.0: exploded 1/5 vs 2/5 by 16,000 steps (paired on 5 seeds, difference -0.20 [-0.59, 0.29]); return at 16,000 steps +0.0 [-1.2, 1.2]: "
         "no detectable effect on runaways, no detectable effect on return"
     )
     worse = s.mean_difference([-60.0, -40.0, -50.0, -45.0, -55.0], [0.0] * 5)

@@ -138,7 +138,7 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     # At the end, a verdict line per arm against the baseline, read back from the store: one seed
     # pairs nothing and judges nothing.
     assert "Verdicts (each arm against baseline;" in out, out
-    assert re.search(r"no_target_ddpg: exploded 1/1 vs 0/1 \(unpaired difference [^)]+\); return at [\d,]+ steps .+"
+    assert re.search(r"no_target_ddpg: exploded 1/1 vs 0/1 by [\d,]+ steps \(unpaired difference [^)]+\); return at [\d,]+ steps .+"
                      r": too few seeds to judge runaways, too few seeds to judge return", out), out
 
 

@@ -50,6 +50,8 @@ def test_a_report_before_the_first_actor_step_is_not_judged(tmp_path: Path) -> N
     assert first[m.GUARD_STRIKES] == 0
     assert summary["stop_reason"] == "completed" and summary["env_steps"] == summary["stop_step"] == 1_500
     assert math.isfinite(reports[-1][m.GUARD_EXCESS])  # judged once the actor has stepped
+    # Each report says the step its evaluation ran at: none yet at 1,000, the final one at 1,500.
+    assert math.isnan(first[m.EVAL_STEP]) and reports[-1][m.EVAL_STEP] == 1_500
 
 
 # --- evaluation ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from study.plan import PLAN, TrialPlan
 
 STUDY = "unit"
 STEPS = [500, 1000, 1500, 2000]
+EVAL_EVERY = 1000  # the 1,500-step reports repeat the 1,000-step evaluation
 Q_INTERVAL = (-1600.0, 0.0)  # Pendulum-like: rewards in [-16, 0], gamma 0.99
 NAN = math.nan
 
@@ -32,6 +33,7 @@ def _report(step: int, eval_return: float, q_max: float, q_min: float) -> dict[s
         {
             m.ENV_STEPS: step,
             m.EVAL_RETURN: eval_return,
+            m.EVAL_STEP: step // EVAL_EVERY * EVAL_EVERY if math.isfinite(eval_return) else NAN,  # reports repeat it
             m.ACTOR_Q_MAX: q_max,
             m.ACTOR_Q_MIN: q_min,
             m.Q_LOW: low,
