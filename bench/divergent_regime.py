@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import json_safe
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -74,21 +76,6 @@ CANDIDATES: dict[str, tuple[dict[str, Any], list[str], str]] = {
 
 class _Stopped(Exception):
     """Raised from the report callback to end a run at the guard's stop."""
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN -> None, +-inf -> "inf"/"-inf", tuples -> lists."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_clean(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
-    return value
 
 
 def run_one(name: str, seed: int, steps: int) -> dict[str, Any]:
@@ -169,7 +156,7 @@ def run_one(name: str, seed: int, steps: int) -> dict[str, Any]:
         "episode_length_range": [min(lengths), max(lengths)] if lengths else None,
         "trace": trace,
     }  # fmt: skip
-    return _clean(record)
+    return json_safe(record)
 
 
 def _num(value: Any) -> str:

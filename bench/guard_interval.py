@@ -53,6 +53,8 @@ from typing import Any
 
 import gymnasium
 
+from bench.common import json_safe
+
 REPO = Path(__file__).resolve().parent.parent
 # The project's packages are copied once at the start (``snapshot_sources``) and every worker
 # imports that copy, so that all runs measure the same code even while the working tree changes.
@@ -135,21 +137,6 @@ def old_excess(q_max: float, q_min: float, interval: tuple[float, float]) -> flo
 
 class _BothStopped(Exception):
     """Raised from the report callback to end a runaway run once both rules have stopped it."""
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN -> None, +-inf -> "inf"/"-inf", tuples -> lists."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_clean(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
-    return value
 
 
 def _nanmax(values: list[float]) -> float:
@@ -264,7 +251,7 @@ def run_one(spec: dict[str, Any], max_steps: int | None) -> dict[str, Any]:
     for rule, entry in rules.items():
         record[f"stop_{rule}"] = {key: value for key, value in entry.items() if key != "state"}
     record["trace"] = trace
-    return _clean(record)
+    return json_safe(record)
 
 
 def _worker(args: tuple[dict[str, Any], int | None]) -> dict[str, Any]:
