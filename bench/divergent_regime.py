@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import json_safe
+from bench.common import json_safe, table_number
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -159,22 +159,6 @@ def run_one(name: str, seed: int, steps: int) -> dict[str, Any]:
     return json_safe(record)
 
 
-def _num(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5:
-        return f"{value:.3g}"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
 def table(records: list[dict[str, Any]]) -> str:
     lines = [
         "| candidate | seed | steps run | stopped (step, reason) | max actor Q | at | actor Q max / mean there "
@@ -189,12 +173,12 @@ def table(records: list[dict[str, Any]]) -> str:
         stop = f"{r['stop_step']} {r['stop_reason']}" if r["stopped"] else "no"
         lengths = r["episode_length_range"]
         lines.append(
-            f"| {r['candidate']} | {r['seed']} | {r['steps_run']} | {stop} | {_num(r['max_actor_q'])} "
-            f"| {r['at']} {r['at_step']} | {_num(r['actor_q_max_at'])} / {_num(r['actor_q_mean_at'])} "
-            f"| {_num(r['q1_at'])} | {_num(r['target_q_mean_at'])} / {_num(r['target_q_max_at'])} "
-            f"| {_num(r['ratio_at'])} | {_num(r['max_abs_ratio'])} "
-            f"| [{_num(r['interval_at'][0])}, {_num(r['interval_at'][1])}] "
-            f"| {'-' if not lengths else f'{_num(lengths[0])}..{_num(lengths[1])}'} | {r['wall_s']} |"
+            f"| {r['candidate']} | {r['seed']} | {r['steps_run']} | {stop} | {table_number(r['max_actor_q'])} "
+            f"| {r['at']} {r['at_step']} | {table_number(r['actor_q_max_at'])} / {table_number(r['actor_q_mean_at'])} "
+            f"| {table_number(r['q1_at'])} | {table_number(r['target_q_mean_at'])} / {table_number(r['target_q_max_at'])} "
+            f"| {table_number(r['ratio_at'])} | {table_number(r['max_abs_ratio'])} "
+            f"| [{table_number(r['interval_at'][0])}, {table_number(r['interval_at'][1])}] "
+            f"| {'-' if not lengths else f'{table_number(lengths[0])}..{table_number(lengths[1])}'} | {r['wall_s']} |"
         )
     return "\n".join(lines)
 
@@ -262,8 +246,8 @@ def main() -> None:
             records.append(record)
             brief = record.get("error") or (
                 f"{record['steps_run']} steps, {record['wall_s']} s, stopped {record['stop_step']}, "
-                f"max actor Q {_num(record['max_actor_q'])}, buffer Q {_num(record['q1_at'])}, "
-                f"ratio {_num(record['ratio_at'])}")
+                f"max actor Q {table_number(record['max_actor_q'])}, buffer Q {table_number(record['q1_at'])}, "
+                f"ratio {table_number(record['ratio_at'])}")
             print(f"[{time.perf_counter() - started:6.0f} s] {name}/s{seed}: {brief}", flush=True)
             write(records, args.out, md, commands)
     print(summary(records))

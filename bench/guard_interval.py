@@ -53,7 +53,7 @@ from typing import Any
 
 import gymnasium
 
-from bench.common import json_safe
+from bench.common import json_safe, table_number
 
 REPO = Path(__file__).resolve().parent.parent
 # The project's packages are copied once at the start (``snapshot_sources``) and every worker
@@ -268,28 +268,12 @@ def _worker(args: tuple[dict[str, Any], int | None]) -> dict[str, Any]:
 # ---- the table ----------------------------------------------------------------------------------
 
 
-def _num(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5:
-        return f"{value:.3g}"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
 def _stop(entry: dict[str, Any]) -> str:
     return "-" if entry["stop_step"] is None else f"{entry['stop_step']} {entry['reason']}"
 
 
 def _interval(value: Any) -> str:
-    return "-" if not value else f"[{_num(value[0])}, {_num(value[1])}]"
+    return "-" if not value else f"[{table_number(value[0])}, {table_number(value[1])}]"
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -305,9 +289,9 @@ def table(records: list[dict[str, Any]]) -> str:
             continue
         lines.append(
             f"| {r['name']} | {r['env']} | {r['steps_run']} | {_stop(r['stop_new'])} | {_stop(r['stop_old'])} "
-            f"| {_num(r['max_excess_new'])} | {_num(r['max_excess_old'])} | {_num(r['max_actor_q'])} "
-            f"| {_num(r['max_abs_actor_q'])} | {_num(r['max_abs_q1'])} "
-            f"| {_num(r['stop_new']['ratio_at_stop'])} | {_num(r['stop_old']['ratio_at_stop'])} "
+            f"| {table_number(r['max_excess_new'])} | {table_number(r['max_excess_old'])} | {table_number(r['max_actor_q'])} "
+            f"| {table_number(r['max_abs_actor_q'])} | {table_number(r['max_abs_q1'])} "
+            f"| {table_number(r['stop_new']['ratio_at_stop'])} | {table_number(r['stop_old']['ratio_at_stop'])} "
             f"| {_interval(r['interval_new_final'])} | {_interval(r['interval_old_final'])} "
             f"| {_interval(r['seen_range_final'])} |"
         )
