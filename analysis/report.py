@@ -212,8 +212,8 @@ def verdicts(results: StudyResults) -> Section | None:
     """The "Verdicts" section: a line per arm against the baseline (one-at-a-time) or per factor
     level against its reference (factorial); None for an Optuna study, which has neither."""
     trials, curves = results.trials, results.curves
-    if results.design == "one_at_a_time" and tables.BASELINE not in set(trials["arm"]):
-        return Section("Verdicts", f"No arm named {tables.BASELINE!r}: nothing to compare the arms against.")
+    if results.design == "one_at_a_time" and (missing := tables.missing_baselines(trials["arm"])):
+        return Section("Verdicts", f"No arm named {' or '.join(map(repr, missing))}: nothing to compare the arms against.")
     if results.design == "one_at_a_time":
         comparisons = tables.arm_comparisons(trials, curves)
     elif results.design == "factorial" and results.factors:
@@ -240,7 +240,7 @@ def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:
                 format_comparisons(tables.main_effects(trials, curves, factors)),
             )
         )
-    if results.design == "one_at_a_time" and tables.BASELINE in set(trials["arm"]):
+    if results.design == "one_at_a_time" and not tables.missing_baselines(trials["arm"]):
         versus = format_comparisons(tables.versus_baseline(trials, curves))
         parts.append(Section("Each arm against the baseline", COMPARISON_NOTE, versus))
     if results.design == "optuna" and factors:

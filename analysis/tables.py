@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis import stats, verdicts
 from study.guard import GuardConfig, GuardState, StopReason, actor_q_excess, guard_step
-from study.plan import BASELINE
+from study.plan import BASELINE, baseline_of, regime_of
 from study.results import decode_param
 
 
@@ -96,9 +96,14 @@ def level_order(levels: Sequence[str]) -> list[str]:
 
 
 def arm_order(arms: Sequence[str]) -> list[str]:
-    """Arms with the baseline first, the rest by name."""
-    distinct = sorted(set(arms))
-    return [BASELINE] * (BASELINE in distinct) + [arm for arm in distinct if arm != BASELINE]
+    """Arms with the baseline first, the rest by name; in a study with regimes, regime by regime,
+    each led by its own baseline (``runaway/baseline``)."""
+    return sorted(set(arms), key=lambda arm: (regime_of(arm) or "", arm != baseline_of(arm), arm))
+
+
+def missing_baselines(arms: Sequence[str]) -> list[str]:
+    """The baselines some arm is compared with that did not run (``baseline``, or a regime's)."""
+    return sorted({baseline_of(arm) for arm in arms} - set(arms))
 
 
 # --- ablation tables --------------------------------------------------------------------------
@@ -199,17 +204,19 @@ def comparison_row(c: verdicts.ArmComparison) -> dict[str, Any]:
     }
 
 
-def arm_comparisons(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> list[verdicts.ArmComparison]:
-    """One-at-a-time designs: every other arm against ``baseline`` (``verdicts.compare_arm``: paired by
-    seed when both have the same seeds, explosions by the pair's horizon, returns at its common step)."""
-    if baseline not in set(trials["arm"]):
-        raise ValueError(f"arm {baseline!r} not found; arms are {arm_order(trials['arm'])}")
-    return [verdicts.compare_arm(trials, curves, arm, baseline) for arm in arm_order(trials["arm"]) if arm != baseline]
+def arm_comparisons(trials: pd.DataFrame, curves: pd.DataFrame) -> list[verdicts.ArmComparison]:
+    """One-at-a-time designs: every other arm against its baseline, ``baseline`` or in a study with
+    regimes its regime's (``verdicts.compare_arm``: paired by seed when both have the same seeds,
+    explosions by the pair's horizon, returns at its common step)."""
+    if missing := missing_baselines(trials["arm"]):
+        raise ValueError(f"arm(s) {missing} not found; arms are {arm_order(trials['arm'])}")
+    return [verdicts.compare_arm(trials, curves, arm, baseline_of(arm))
+            for arm in arm_order(trials["arm"]) if arm != baseline_of(arm)]
 
 
-def versus_baseline(trials: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
-    """A row per arm: its explosion rate and return minus the baseline's, with the verdict."""
-    return _table([{"arm": c.arm, **comparison_row(c)} for c in arm_comparisons(trials, curves, baseline)], ["arm"])
+def versus_baseline(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """A row per arm: its explosion rate and return minus its baseline's, with the verdict."""
+    return _table([{"arm": c.arm, **comparison_row(c)} for c in arm_comparisons(trials, curves)], ["arm"])
 
 
 def main_effect(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str], factor: str, level: str,

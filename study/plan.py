@@ -17,12 +17,19 @@ Designs:
 
 An arm is named by what it changes from the base config: ``baseline``, ``tau=1.0`` or
 ``critic_weight_decay=0.01,weight_decay_mode=decoupled``, values spelled as in YAML.
+
+``regimes`` (grid designs) are named base configurations crossed with every arm: the trial of arm
+``a`` in regime ``r`` runs the study's agent changed by ``r``'s settings, then by ``a``'s, and is
+named ``r/a`` everywhere (``runaway/baseline``, ``runaway/critic_l2=0.01``), so each regime has
+its own baseline and the analysis compares arms within a regime. An arm that changes nothing in a
+regime (``tau=0.005`` where the regime already has it) is that regime's baseline and is not run twice.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
     from study.spec import StudySpec
 
 BASELINE = "baseline"
+REGIME_SEPARATOR = "/"  # "<regime>/<arm>": no arm name or value contains it
+REGIME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 PLAN = "plan"  # the key of a grid trial's plan in its Tune config
 TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX, without importing Ray here
 
@@ -46,7 +55,7 @@ class TrialPlan(BaseModel):
     seed: int
     overrides: dict[str, Any]  # the TD3 settings the arm changes in the base config
     levels: dict[str, Any]  # the value of every factor the study varies, base values included
-    regime: str | None = None  # a named base configuration the arm is applied to (none yet)
+    regime: str | None = None  # the named base configuration the arm is applied to, if the study has regimes
     config: TrialConfig
 
 
@@ -66,17 +75,29 @@ def arms(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
 
 
 def expand(spec: StudySpec) -> list[TrialPlan]:
-    """Every (arm, seed) trial of a grid design, arm by arm."""
-    return [make_plan(spec, name, overrides, seed) for name, overrides in arms(spec) for seed in spec.seeds]
+    """Every (arm, seed) trial of a grid design, arm by arm (regime by regime, if it has regimes)."""
+    if not spec.regimes:
+        return [make_plan(spec, name, overrides, seed) for name, overrides in arms(spec) for seed in spec.seeds]
+    plans = []
+    for regime, settings in spec.regimes.items():
+        regime_agent = {**spec.agent.model_dump(), **settings.agent}
+        for name, overrides in arms(spec):
+            if name != BASELINE and all(regime_agent[k] == v for k, v in overrides.items()):
+                continue  # the regime's own baseline under another name
+            plans += [make_plan(spec, name, overrides, seed, regime) for seed in settings.seeds or spec.seeds]
+    return plans
 
 
-def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int) -> TrialPlan:
-    """The plan of one arm and seed: the base config changed by the arm, the study's budget."""
-    agent = {**spec.agent.model_dump(), **overrides}
+def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int, regime: str | None = None) -> TrialPlan:
+    """The plan of one arm and seed: the base config changed by the regime, then by the arm; the
+    study's budget."""
+    base = spec.regimes[regime] if regime is not None else None
+    agent = {**spec.agent.model_dump(), **(base.agent if base else {}), **overrides}
+    env_settings = deep_merge(spec.env_settings, base.env_settings) if base else spec.env_settings
     config = TrialConfig.model_validate(
         {
             "env": spec.env,
-            "env_settings": spec.env_settings,
+            "env_settings": env_settings,
             "agent": agent,
             "seed": seed,
             **spec.budget.model_dump(),
@@ -86,7 +107,30 @@ def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int) -
         }
     )
     levels = {name: agent[name] for name in factor_names(spec)}
-    return TrialPlan(arm=arm, seed=seed, overrides=overrides, levels=levels, config=config)
+    if regime is not None:
+        arm = f"{regime}{REGIME_SEPARATOR}{arm}"
+    return TrialPlan(arm=arm, seed=seed, overrides=overrides, levels=levels, regime=regime, config=config)
+
+
+def regime_of(arm: str) -> str | None:
+    """The regime an arm's trials ran in (``runaway/tau=0.005`` -> ``runaway``), None without regimes."""
+    return arm.split(REGIME_SEPARATOR, 1)[0] if REGIME_SEPARATOR in arm else None
+
+
+def baseline_of(arm: str) -> str:
+    """The arm an arm is compared with: its regime's baseline (``runaway/baseline``), else ``baseline``."""
+    regime = regime_of(arm)
+    return BASELINE if regime is None else f"{regime}{REGIME_SEPARATOR}{BASELINE}"
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``: mappings (a regime's ``reward``, a smoke section's ``budget``)
+    merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = deep_merge(merged[key], value) if both_mappings else value
+    return merged
 
 
 def plan_of(spec: StudySpec, config: dict[str, Any]) -> TrialPlan:
@@ -131,4 +175,5 @@ def factor_names(spec: StudySpec) -> list[str]:
     """Every TD3 field the study varies anywhere: the arm runs' and trials' params."""
     names = list(spec.factors) + list(spec.distributions)
     names += [key for arm in spec.arms for key in arm.set]
+    names += [key for regime in spec.regimes.values() for key in regime.agent]
     return list(dict.fromkeys(names))

@@ -33,12 +33,12 @@ from rich.table import Table
 
 from analysis.load import load_study
 from analysis.verdicts import verdict_line
-from analysis.tables import arm_comparisons
+from analysis.tables import arm_comparisons, missing_baselines
 from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
-from study.plan import BASELINE, TrialPlan, arms, plan_of
+from study.plan import BASELINE, TrialPlan, expand, plan_of
 from study.scheduler import GuardedASHA, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
@@ -278,7 +278,7 @@ def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
         summary = r.summarize(series, env_steps=int(last.get(m.ENV_STEPS, 0) or 0), stop_reason=reason,
                               stop_step=last.get(r.STOP_STEP))
         outcomes.append(TrialOutcome(arm=plan.arm, seed=plan.seed, summary=summary))
-    order = {name: i for i, (name, _) in enumerate(arms(spec))}
+    order = {plan.arm: i for i, plan in enumerate(expand(spec))} if spec.design != "optuna" else {}
     return sorted(outcomes, key=lambda o: (order.get(o.arm, len(order)), o.arm, o.seed))
 
 
@@ -316,8 +316,8 @@ def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
         return
     try:
         results = load_study(storage, spec.name, tracking_uri=tracking_uri)
-        if BASELINE not in set(results.trials["arm"]):
-            print(f"\nVerdicts: none, the study has no {BASELINE!r} arm to compare against")
+        if missing := missing_baselines(results.trials["arm"]):
+            print(f"\nVerdicts: none, the study has no {' or '.join(map(repr, missing))} arm to compare against")
             return
         lines = [verdict_line(c) for c in arm_comparisons(results.trials, results.curves)]
     except Exception as error:  # the trials ran and are stored: a failed read-back must not fail the study
@@ -325,7 +325,8 @@ def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
         print(f"\nVerdicts: could not read the study's results back from {tracking_uri}: {type(error).__name__}: {reason}")
         return
     report = f"python -m analysis.report --storage {storage} --study {spec.name}"
-    print(f"\nVerdicts (each arm against {BASELINE}; {report} has the tables):")
+    against = f"its regime's {BASELINE}" if spec.regimes else BASELINE
+    print(f"\nVerdicts (each arm against {against}; {report} has the tables):")
     for line in lines:
         print(f"  {line}")
 

@@ -141,10 +141,29 @@ def test_versus_baseline_counts_explosions_paired_and_reads_returns_where_both_a
 
 
 def test_versus_baseline_needs_the_baseline_and_may_have_no_other_arm() -> None:
-    with pytest.raises(ValueError, match="arm 'baseline' not found; arms are"):
+    with pytest.raises(ValueError, match=r"arm\(s\) \['baseline'\] not found; arms are"):
         tables.versus_baseline(*study(arm("tau=0.01", [1, 2])))
     alone = tables.versus_baseline(*study(arm("baseline", [1, 2])))
     assert alone.empty and alone.index.name == "arm"
+
+
+def test_with_regimes_each_arm_is_compared_with_its_own_regimes_baseline() -> None:
+    """The same remedy in two regimes: against the healthy baseline it changes nothing, against
+    the runaway baseline (every seed exploded) it prevents the runaway. Each regime's baseline
+    leads its arms, regime by regime."""
+    rows = (arm("runaway/baseline", SEED_EFFECTS, [2000] * 5) + arm("runaway/critic_l2=0.01", SEED_EFFECTS)
+            + arm("healthy/baseline", SEED_EFFECTS) + arm("healthy/critic_l2=0.01", SEED_EFFECTS))
+    versus = tables.versus_baseline(*study(rows))
+    assert list(versus.index) == ["healthy/critic_l2=0.01", "runaway/critic_l2=0.01"]
+    assert versus.loc["runaway/critic_l2=0.01", "reference_exploded"] == 5
+    assert versus.loc["runaway/critic_l2=0.01", "verdict"].startswith("prevents the runaway")
+    assert versus.loc["healthy/critic_l2=0.01", "reference_exploded"] == 0
+    assert versus.loc["healthy/critic_l2=0.01", "return_diff"] == 0.0
+    assert tables.arm_order([r["arm"] for r in rows]) == [
+        "healthy/baseline", "healthy/critic_l2=0.01", "runaway/baseline", "runaway/critic_l2=0.01"]
+    without = [r for r in rows if r["arm"] != "runaway/baseline"]
+    with pytest.raises(ValueError, match=r"\['runaway/baseline'\] not found"):
+        tables.versus_baseline(*study(without))
 
 
 def factorial(seeds: int = 3, unmatched: tuple[int, ...] = ()) -> list[dict]:

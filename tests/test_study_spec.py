@@ -91,6 +91,63 @@ def test_a_plan_holds_every_varied_field_with_base_values_where_the_arm_keeps_th
     }
 
 
+REGIMES = {
+    "healthy": {"description": "the base config as it is"},
+    "runaway": {"agent": {"lr_critic": 0.003, "tau": 0.02}, "env_settings": {"g": 12.0}, "seeds": [0, 1, 2]},
+}
+
+
+def test_regimes_cross_every_arm_with_each_regime_and_name_trials_regime_slash_arm() -> None:
+    spec = validate_spec(spec_with(regimes=REGIMES))
+    plans = expand(spec)
+    healthy = [(p.arm, p.seed) for p in plans if p.regime == "healthy"]
+    assert healthy[:3] == [("healthy/baseline", 0), ("healthy/baseline", 1), ("healthy/critic_l2=0.01", 0)]
+    assert len(healthy) == len(arms(spec)) * 2
+    runaway = {p.arm: p for p in plans if p.regime == "runaway"}
+    # tau=0.02 is the runaway regime's own setting: that arm is its baseline, not run twice
+    assert "runaway/tau=0.02" not in runaway and "healthy/tau=0.02" in {p.arm for p in plans}
+    assert sum(p.arm == "runaway/critic_l2=0.01" for p in plans) == 3  # the regime's own seeds
+    l2 = runaway["runaway/critic_l2=0.01"].config
+    assert (l2.agent.lr_critic, l2.agent.tau, l2.agent.critic_l2) == (0.003, 0.02, 0.01)  # regime, then arm
+    assert l2.env_settings == {"g": 12.0}
+    assert runaway["runaway/tau=1.0"].config.agent.tau == 1.0  # the arm wins over the regime
+    assert runaway["runaway/baseline"].levels["lr_critic"] == 0.003  # the regime's fields are params too
+
+
+def test_a_regime_merges_nested_env_settings_key_by_key() -> None:
+    spec = validate_spec(spec_with(env="drive", env_settings={"observation": "vector", "reward": {"jerk_weight": 0.5}},
+                                   regimes={"shaped": {"env_settings": {"reward": {"lateral_weight": 0.0}}}}))
+    settings = expand(spec)[0].config.env_settings
+    assert settings == {"observation": "vector", "reward": {"jerk_weight": 0.5, "lateral_weight": 0.0}}
+
+
+@pytest.mark.parametrize(
+    ("regimes", "fragment"),
+    [
+        ({"1st": {}}, "'1st': a regime's name is a letter"),
+        ({"fast": {"agent": {"tua": 0.1}}}, "fast: unknown TD3 field(s) ['tua']"),
+        ({"fast": {"agent": {"tau": 2.0}}}, "fast: tau=2.0: Input should be less than or equal to 1"),
+        ({"heavy": {"env_settings": {"no_such_setting": 1}}}, "heavy: env_settings:"),
+        ({"fast": {"seeds": [1, 1]}}, "seeds must be distinct"),
+        ({"fast": {"gamma": 0.9}}, "regimes.fast.gamma"),
+        # valid alone, but not with an arm: the arm's buffer cannot hold the regime's batch
+        ({"big": {"agent": {"batch_size": 2048}}}, "regime big, arm"),
+    ],
+)
+def test_a_bad_regime_is_refused_naming_the_regime(regimes: dict[str, Any], fragment: str) -> None:
+    data = spec_with(regimes=regimes, arms=[*BASE["arms"], {"name": "small_buffer", "set": {"buffer_size": 1024}}])
+    with pytest.raises(SpecError) as caught:
+        validate_spec(data)
+    assert fragment in str(caught.value)
+
+
+def test_optuna_takes_no_regimes() -> None:
+    optuna = spec_with(design="optuna", factors={}, arms=[], num_samples=2, regimes=REGIMES,
+                       distributions={"tau": {"type": "loguniform", "low": 0.001, "high": 0.05}})
+    with pytest.raises(SpecError, match="not 'factors', 'arms' or 'regimes'"):
+        validate_spec(optuna)
+
+
 def test_a_plans_config_applies_the_arm_seed_budget_and_one_thread_per_cpu() -> None:
     cfg = make_plan(validate_spec(BASE), "tau=0.02", {"tau": 0.02}, seed=1).config
     assert (cfg.agent.tau, cfg.agent.learning_starts, cfg.seed, cfg.steps) == (0.02, 500, 1, 4_000)

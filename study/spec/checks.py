@@ -37,10 +37,11 @@ def agent_problems(base: TD3Config, overrides: dict[str, Any]) -> list[str]:
     return []
 
 
-def trial_problems(spec: StudySpec, overrides: dict[str, Any]) -> list[str]:
-    """Cross-checks only a whole trial sees (e.g. the agent's batch size against the budget)."""
+def trial_problems(spec: StudySpec, overrides: dict[str, Any], regime: str | None = None) -> list[str]:
+    """Cross-checks only a whole trial sees (e.g. the agent's batch size against the budget, or an
+    arm's settings on top of a regime's)."""
     try:
-        make_plan(spec, arm_name(overrides), overrides, spec.seeds[0])
+        make_plan(spec, arm_name(overrides), overrides, spec.seeds[0], regime)
     except ValidationError as err:
         return describe_errors(err, TrialConfig)
     return []

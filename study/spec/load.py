@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from study.plan import deep_merge
 from study.spec.schema import StudySpec
 from envs.validation import describe_errors
 
@@ -59,14 +60,4 @@ def apply_smoke(data: dict[str, Any]) -> dict[str, Any]:
     overrides = data.get("smoke") or {}
     if not isinstance(overrides, dict):
         return data  # validation reports the malformed section
-    return _deep_merge({k: v for k, v in data.items() if k != "smoke"}, overrides)
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    return deep_merge({k: v for k, v in data.items() if k != "smoke"}, overrides)

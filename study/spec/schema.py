@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from agents import TD3Config
 from study.config import TrialConfig
 from study.guard import GuardConfig
-from study.plan import BASELINE, arms
+from study.plan import BASELINE, REGIME_NAME, arms, deep_merge
 from study.spec.checks import agent_problems, carla_pool_problems, check_env_settings, trial_problems
 from envs.validation import describe_errors
 
@@ -114,6 +114,33 @@ class Arm(BaseModel):
         return name
 
 
+class Regime(BaseModel):
+    """A named base configuration every arm is applied to: the study's ``agent`` changed by
+    ``agent``, its ``env_settings`` updated by ``env_settings``, run on ``seeds`` (default: the
+    study's). Crossing regimes with arms asks what each remedy does to a healthy run and to a
+    diverging one in the same study, paired by seed within each regime."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    agent: dict[str, Any] = Field(default_factory=dict, description="TD3 field -> value, over the study's agent")
+    env_settings: dict[str, Any] = Field(default_factory=dict, description="over the study's env_settings")
+    seeds: list[int] | None = Field(None, min_length=1, description="default: the study's seeds")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None:
+            distinct_seeds(seeds)
+        return seeds
+
+
+def distinct_seeds(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds must be distinct integers >= 0 (got {seeds})")
+    return seeds
+
+
 class FaultInjection(BaseModel):
     """For tests only: make each trial's first attempt raise once it reaches a step.
 
@@ -139,6 +166,9 @@ class StudySpec(BaseModel):
     design: Design
     factors: dict[str, list[Any]] = Field(default_factory=dict, description="TD3 field -> levels")
     arms: list[Arm] = Field(default_factory=list, description="extra arms beyond the factors'")
+    regimes: dict[str, Regime] = Field(
+        default_factory=dict, description="named base configs, each crossed with every arm (grid designs)"
+    )
     distributions: dict[str, Distribution] = Field(default_factory=dict, description="optuna only")
     num_samples: int | None = Field(None, gt=0, description="optuna only: configurations to try")
     seeds: list[int] = Field(min_length=1)
@@ -187,6 +217,24 @@ class StudySpec(BaseModel):
             raise ValueError("; ".join(problems))
         return arms
 
+    @field_validator("regimes")
+    @classmethod
+    def _regime_settings(cls, regimes: dict[str, Regime], info: ValidationInfo) -> dict[str, Regime]:
+        base, env = info.data.get("agent", TD3Config()), info.data.get("env")
+        problems = []
+        for name, regime in regimes.items():
+            if not REGIME_NAME.fullmatch(name):
+                problems.append(f"{name!r}: a regime's name is a letter then letters, digits, '_', '.' or '-'")
+            problems += [f"{name}: {p}" for p in agent_problems(base, regime.agent)]
+            if env is not None and regime.env_settings:
+                try:
+                    check_env_settings(env, deep_merge(info.data.get("env_settings", {}), regime.env_settings))
+                except ValueError as err:
+                    problems.append(f"{name}: env_settings: {err}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return regimes
+
     @field_validator("distributions")
     @classmethod
     def _distribution_edges(cls, dists: dict[str, Distribution], info: ValidationInfo) -> dict[str, Distribution]:
@@ -202,9 +250,7 @@ class StudySpec(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise ValueError(f"seeds must be distinct integers >= 0 (got {seeds})")
-        return seeds
+        return distinct_seeds(seeds)
 
     @field_validator("smoke")
     @classmethod
@@ -221,8 +267,8 @@ class StudySpec(BaseModel):
         if self.design == "optuna":
             if not self.distributions or self.num_samples is None:
                 problems.append("design 'optuna' needs 'distributions' and 'num_samples'")
-            if self.factors or self.arms:
-                problems.append("design 'optuna' takes 'distributions', not 'factors' or 'arms'")
+            if self.factors or self.arms or self.regimes:
+                problems.append("design 'optuna' takes 'distributions', not 'factors', 'arms' or 'regimes'")
         else:
             if not self.factors and not self.arms:
                 problems.append(f"design {self.design!r} needs 'factors' (and/or 'arms')")
@@ -232,7 +278,10 @@ class StudySpec(BaseModel):
             repeated = sorted({name for name in names if names.count(name) > 1})
             if repeated:
                 problems.append(f"arms repeat: {repeated} (an extra arm equals a factor level or another arm)")
-            problems += [f"arm {arm}: {p}" for arm, overrides in arms(self) for p in trial_problems(self, overrides)]
+            for regime in self.regimes or [None]:
+                where = f"regime {regime}, " if regime else ""
+                problems += [f"{where}arm {arm}: {p}" for arm, overrides in arms(self)
+                             for p in trial_problems(self, overrides, regime)]
         if self.scheduler.asha is None:
             self.scheduler = self.scheduler.model_copy(update={"asha": self.design == "optuna"})
         sched, budget = self.scheduler, self.budget
