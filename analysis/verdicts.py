@@ -110,7 +110,7 @@ def verdict_line(c: ArmComparison, min_seeds: int = MIN_SEEDS) -> str:
     by = f"by {c.horizon:,.0f} steps" if math.isfinite(c.horizon) else "with no common horizon"
     censored = f", {c.censored} censored" if c.censored else ""
     text = f"{c.arm}: exploded {r.exploded_arm}/{r.n_arm} vs {r.exploded_baseline}/{r.n_baseline} {by}{censored}"
-    pairing = f"paired on {len(r.seeds)} seeds," if r.paired else "unpaired"
+    pairing = f"paired on {len(r.seeds)} seed{'' if len(r.seeds) == 1 else 's'}," if r.paired else "unpaired"
     text += f" ({pairing} difference {span(r.estimate, r.low, r.high, digits=2)})"
     if c.ret is not None:
         what = "return at" if c.measure == "return" else "mean return (area under the curve) to"

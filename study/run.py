@@ -108,8 +108,11 @@ def read_state(experiment_dir: Path, spec: StudySpec, *, resume: bool) -> dict[s
     if not state_file.is_file():
         raise SpecError(f"--resume: no study to continue at {experiment_dir} (no {r.STATE_FILE})")
     state = json.loads(state_file.read_text())
-    if state["spec"] != spec.model_dump(mode="json"):
-        changed = sorted(k for k, v in spec.model_dump(mode="json").items() if state["spec"].get(k) != v)
+    current = spec.model_dump(mode="json")
+    # A key the study file gained since the study started (regimes, reference) reads as its default.
+    gained = {k: StudySpec.model_fields[k].get_default(call_default_factory=True) for k in current.keys() - state["spec"].keys()}
+    if {**gained, **state["spec"]} != current:
+        changed = sorted(k for k, v in current.items() if state["spec"].get(k, gained.get(k)) != v)
         raise SpecError(f"--resume: the study file changed since the study started (keys {changed}); "
                         "resume with the file (and --smoke) it started with")
     return state

@@ -21,10 +21,10 @@ import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from study.run import main, print_verdicts
+from study.run import main, print_verdicts, read_state
 from study.plan import expand
-from study.results import TUNE_PARAMS_FILE
-from study.spec import load_spec
+from study.results import STATE_FILE, TUNE_PARAMS_FILE
+from study.spec import SpecError, load_spec
 from tests.support.study_cli import run_cli, study_cli, trial_runs
 
 # A small Pendulum study for the failure paths: tiny networks, two trials, checkpoints often.
@@ -94,6 +94,23 @@ def test_a_finished_study_is_not_silently_mixed_with_a_new_one(tmp_path: Path, c
     assert not ray.is_initialized()
 
 
+def test_a_study_started_before_the_file_gained_a_key_resumes_but_a_changed_one_does_not(tmp_path: Path) -> None:
+    spec = load_spec(str(write_spec(tmp_path)))
+    experiment = tmp_path / "plumbing"
+    experiment.mkdir()
+    older = {k: v for k, v in spec.model_dump(mode="json").items() if k != "regimes"}  # a study from before regimes
+    (experiment / STATE_FILE).write_text(json.dumps({"spec": older}))
+    assert read_state(experiment, spec, resume=True)["spec"] == older
+    changed = {**older, "seeds": [5]}
+    (experiment / STATE_FILE).write_text(json.dumps({"spec": changed}))
+    with pytest.raises(SpecError, match=r"changed since the study started \(keys \['seeds'\]\)"):
+        read_state(experiment, spec, resume=True)
+    with_regime = {**older, "regimes": {"fast": {"agent": {"tau": 0.05}}}}
+    (experiment / STATE_FILE).write_text(json.dumps({"spec": with_regime}))
+    with pytest.raises(SpecError, match=r"\(keys \['regimes'\]\)"):
+        read_state(experiment, spec, resume=True)
+
+
 def test_the_verdicts_at_the_end_never_fail_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A store that cannot be read back gives one line, not a traceback; other designs a note."""
     spec = load_spec(str(write_spec(tmp_path)))
@@ -120,9 +137,10 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
         assert {"eval/return_mean", "debug/actor_q_max", "guard/actor_q_excess", "summary/max_actor_q"} <= set(metrics)
         assert run.info.status == "FINISHED"
         outcomes.setdefault(tags["arm"], set()).add(tags["stop_reason"])
-    assert outcomes.pop("no_target_ddpg") == {"q_explosion"}
-    for arm, reasons in outcomes.items():
-        assert reasons <= {"completed", "asha"}, f"healthy arm {arm} stopped as {reasons}"
+    # The runaway regime's baseline runs away in seed 0; the remedies are the study's question.
+    assert outcomes.pop("seed_reward_lr1e-3_tau0.05/baseline") == {"q_explosion"}
+    for arm in [arm for arm in outcomes if arm.startswith("td3_defaults/")]:
+        assert outcomes[arm] == {"completed"}, f"healthy arm {arm} stopped as {outcomes[arm]}"
     # Tune's own files carry the outcome in each trial's last row, and arm and seed in every row.
     for rows in result_rows(storage / "default").values():
         assert all("arm" in row and "seed" in row for row in rows)
@@ -134,12 +152,13 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     assert {name.split("_seed")[0] for name in curves} == {run.data.tags["arm"] for run in runs}, sorted(curves)
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     # Progress while it runs: where the running trials are, every 30 s.
-    assert re.search(r"\[\d+/3 done\] running: \S+ seed=1 \d+/5000", out), out
+    assert re.search(r"\[\d+/4 done\] running: \S+ seed=0 \d+/4000", out), out
     # At the end, a verdict line per arm against the baseline, read back from the store: one seed
     # pairs nothing and judges nothing.
-    assert "Verdicts (each arm against baseline;" in out, out
-    assert re.search(r"no_target_ddpg: exploded 1/1 vs 0/1 by [\d,]+ steps \(unpaired difference [^)]+\); return at [\d,]+ steps .+"
-                     r": too few seeds to judge runaways, too few seeds to judge return", out), out
+    assert "Verdicts (each arm against its regime's baseline;" in out, out
+    assert re.search(r"seed_reward_lr1e-3_tau0\.05/critic_l2=0\.01: exploded [01]/1 vs 1/1 by [\d,]+ steps \(paired on 1 seed, "
+                     r"difference [^)]+\).*: too few seeds to judge runaways", out), out
+    assert re.search(r"td3_defaults/critic_l2=0\.01: exploded 0/1 vs 0/1", out), out
 
 
 @pytest.mark.slow

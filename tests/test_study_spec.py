@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agents import TD3Config
 from study.plan import PLAN, TRIAL_INDEX, arm_name, arms, expand, format_value, make_plan, plan_of
 from study.results import decode_param
 from study.spec import SEARCH_SPACES, SpecError, apply_smoke, load_spec, validate_spec
@@ -49,15 +50,29 @@ def test_shipped_spaces_include_the_ones_the_issue_asks_for() -> None:
     assert {"default", "carla_ablation", "td3_paper_ablation", "optuna"} <= {p.stem for p in SEARCH_SPACES.glob("*.yaml")}
 
 
-def test_default_study_has_a_runaway_control_arm_and_several_seeds() -> None:
+RUNAWAY = "seed_reward_lr1e-3_tau0.05"
+REMEDIES = {"critic_l2=0.01", "critic_weight_decay=0.01", "adamw_0.1", "slower_target", "reward_clip=1.0",
+            "critic_layer_norm=true"}
+
+
+def test_default_study_crosses_every_remedy_with_a_healthy_and_a_runaway_regime() -> None:
     spec = load_spec("default")
     assert spec.env == "drive" and spec.env_settings.get("observation") == "vector"
-    assert dict(arms(spec))["no_target_ddpg"]["tau"] == 1.0  # no target network
-    assert set(spec.factors) >= {"critic_l2", "critic_weight_decay", "tau", "reward_clip"}
-    assert len(spec.seeds) >= 3
+    assert spec.agent == TD3Config() and not spec.scheduler.asha  # TD3's defaults, every trial to its budget
+    plans = expand(spec)
+    by_regime: dict[str, set[str]] = {}
+    for plan in plans:
+        by_regime.setdefault(plan.regime, set()).add(plan.arm.split("/", 1)[1])
+    assert by_regime[RUNAWAY] == {"baseline", *REMEDIES}
+    assert by_regime["td3_defaults"] == {"baseline", *REMEDIES} - {"slower_target"}  # TD3's tau is its baseline
+    runaway = next(p for p in plans if p.arm == f"{RUNAWAY}/baseline").config
+    assert (runaway.agent.clipped_double_q, runaway.agent.target_policy_smoothing, runaway.agent.policy_delay) == (True, True, 2)
+    assert runaway.env_settings["max_episode_steps"] == 10 and runaway.env_settings["reward"]["collision_penalty"] == 0.0
+    assert sum(p.arm == f"{RUNAWAY}/baseline" for p in plans) >= 5  # the issue's 5 seeds
+    assert next(p for p in plans if p.arm == f"{RUNAWAY}/slower_target").config.agent.tau == 0.005
     smoke = load_spec("default", smoke=True)
-    assert dict(arms(smoke))["no_target_ddpg"] == dict(arms(spec))["no_target_ddpg"]
-    assert len(arms(smoke)) >= 3 and smoke.budget.steps < spec.budget.steps
+    assert {p.arm for p in expand(smoke)} >= {f"{RUNAWAY}/baseline", "td3_defaults/baseline", f"{RUNAWAY}/critic_l2=0.01"}
+    assert smoke.budget.steps < spec.budget.steps
 
 
 def test_one_at_a_time_is_the_baseline_plus_each_other_level_alone_plus_extra_arms() -> None:
