@@ -30,6 +30,10 @@ from study.guard import GUARD_STOPS, GuardConfig
 from study.plan import PLAN, TrialPlan, format_value
 
 DESIGNS = ("factorial", "one_at_a_time", "optuna")
+# The reported series the analysis reads: the summary's (``r.CURVE_KEYS``), and beside actor-path Q
+# its batch mean and Q on buffer actions, which the actor-path Q plot draws on the same axes: in the
+# CARLA run the gap between the two was the discovery (actor-path Q 2.3M, buffer Q 43 to 70).
+CURVE_COLUMNS: tuple[str, ...] = (*r.CURVE_KEYS, m.ACTOR_Q_MEAN, m.Q1_VALUE)
 # A trial's row: its summary (the results contract's figures), then what the analysis derives.
 TRIAL_COLUMNS = ("stop_reason", "stop_step", *r.SUMMARY_FIGURES, "q_ratio", "q_excess", "exploded", "explosion_step")
 
@@ -46,7 +50,7 @@ class StudyResults:
     design: str  # factorial | one_at_a_time | optuna
     factors: tuple[str, ...]
     trials: pd.DataFrame  # one row per trial: identity, factor levels, outcome (TRIAL_COLUMNS)
-    curves: pd.DataFrame  # one row per report: trial_id, arm, seed, env_steps, CURVE_KEYS
+    curves: pd.DataFrame  # one row per report: trial_id, arm, seed, env_steps, CURVE_COLUMNS
     source: str  # where they came from: the tracking URI or the Tune folder
 
 
@@ -128,7 +132,7 @@ def _parent(run: Run) -> str | None:
 def _mlflow_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
     """The reported series of one trial run, one row per env step."""
     series = {}
-    for key in r.CURVE_KEYS:
+    for key in CURVE_COLUMNS:
         history = client.get_metric_history(run_id, key)
         # A resumed trial logs again from its checkpoint's step: the later value wins.
         points = {point.step: _unclamp(point.value) for point in sorted(history, key=lambda p: p.timestamp)}
@@ -167,7 +171,7 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
         identity = {"trial_id": str(last["trial_id"]), "arm": str(last[r.ARM]), "seed": int(last[r.SEED])}
         # A restored trial reports again from its checkpoint's step: the later row wins.
         frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
-        curve = _curve_frame({key: frame[key].astype(float) for key in r.CURVE_KEYS if key in frame}).assign(**identity)
+        curve = _curve_frame({key: frame[key].astype(float) for key in CURVE_COLUMNS if key in frame}).assign(**identity)
         params = json.loads((result_file.parent / r.TUNE_PARAMS_FILE).read_text())
         if PLAN in params:
             values = TrialPlan.model_validate(params[PLAN]).levels
@@ -204,8 +208,8 @@ def _number(value: Any) -> float:
 
 
 def _curve_frame(series: dict[str, pd.Series]) -> pd.DataFrame:
-    """Series keyed by env step -> one frame with every ``CURVE_KEYS`` column, sorted by step."""
-    frame = pd.DataFrame(series).reindex(columns=list(r.CURVE_KEYS)).astype(float)
+    """Series keyed by env step -> one frame with every ``CURVE_COLUMNS`` column, sorted by step."""
+    frame = pd.DataFrame(series).reindex(columns=list(CURVE_COLUMNS)).astype(float)
     frame.index = frame.index.astype(float)
     return frame.sort_index().rename_axis(m.ENV_STEPS).reset_index()
 
@@ -257,7 +261,7 @@ def _results(
     identity = ["trial_id", "arm", "seed"]
     trials = pd.DataFrame(records, columns=[*identity, *factors, *TRIAL_COLUMNS])
     trials = trials.sort_values(["arm", "seed"], key=_arm_sort_key).reset_index(drop=True)
-    columns = [*identity, m.ENV_STEPS, *r.CURVE_KEYS]
+    columns = [*identity, m.ENV_STEPS, *CURVE_COLUMNS]
     curve_table = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
     return StudyResults(name, design, factors, trials, curve_table, source)
 

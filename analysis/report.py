@@ -208,6 +208,14 @@ VERDICTS_NOTE = {
 }
 
 
+ACTOR_Q_NOTE = (
+    "Symlog scale, a panel per arm in the arm's colour: actor-path Q, Q1(s, actor(s)) (solid), beside buffer Q, Q1 on "
+    "the replay buffer's actions (train/q1_value, dashed), each the batch mean averaged over seeds; a gap between them "
+    "is the actor climbing where the critic extrapolates. Thin lines: each seed's batch max of actor-path Q, which the "
+    "guard judges against the grey band, the Q interval; dotted: explosion steps."
+)
+
+
 def verdicts(results: StudyResults) -> Section | None:
     """The "Verdicts" section: a line per arm against the baseline (one-at-a-time) or per factor
     level against its reference (factorial); None for an Optuna study, which has neither."""
@@ -253,7 +261,7 @@ def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:
         ).rename_axis("factor")
         parts.append(Section("Parameter importances (fANOVA)", table=format_numbers(importances)))
     parts += [
-        Section("Actor-path Q", "Symlog scale; the grey band is the Q interval.", figure="actor_q.png"),
+        Section("Actor-path Q", ACTOR_Q_NOTE, figure="actor_q.png"),
         Section("Return curves", figure="returns.png"),
         Section("Explosion rate", figure="explosion.png"),
         Section("Trials", table=format_numbers(trials.set_index(["arm", "seed"]))),

@@ -25,8 +25,11 @@ Q_INTERVAL = (-1600.0, 0.0)  # Pendulum-like: rewards in [-16, 0], gamma 0.99
 NAN = math.nan
 
 
-def _report(step: int, eval_return: float, q_max: float, q_min: float) -> dict[str, float]:
-    """A report row as run_trial makes it: every REPORT_KEYS key, guard metrics filled in."""
+def _report(step: int, eval_return: float, q_max: float, q_min: float, buffer_q: float) -> dict[str, float]:
+    """A report row as run_trial makes it: every REPORT_KEYS key, guard metrics filled in. The
+    actor-path batch mean lies halfway between its max and min (inf with an infinite max); buffer
+    Q (``train/q1_value``) is given, and stays bounded where actor-path Q runs away (t2, t4): the
+    CARLA run's signature."""
     low, high = Q_INTERVAL
     excess = max(q_max - high, low - q_min, 0.0) / (high - low) if math.isfinite(q_max) else math.inf
     return m.complete_report(
@@ -36,6 +39,8 @@ def _report(step: int, eval_return: float, q_max: float, q_min: float) -> dict[s
             m.EVAL_STEP: step // EVAL_EVERY * EVAL_EVERY if math.isfinite(eval_return) else NAN,  # reports repeat it
             m.ACTOR_Q_MAX: q_max,
             m.ACTOR_Q_MIN: q_min,
+            m.ACTOR_Q_MEAN: (q_max + q_min) / 2,
+            m.Q1_VALUE: buffer_q,
             m.Q_LOW: low,
             m.Q_HIGH: high,
             m.GUARD_EXCESS: excess,
@@ -46,18 +51,18 @@ def _report(step: int, eval_return: float, q_max: float, q_min: float) -> dict[s
 # arm -> factor params; trial -> (arm, seed, stop_reason, stop_step, reports)
 ARMS = {"baseline": {"tau": 0.005}, "tau=1.0": {"tau": 1.0}, "tau=0.5": {"tau": 0.5}}
 TRIALS = {
-    "t0": ("baseline", 0, "completed", None, [_report(500, NAN, 2, -300), _report(1000, -900, 3, -500),
-                                              _report(1500, -900, 4, -600), _report(2000, -400, 5, -700)]),
-    "t1": ("baseline", 1, "completed", None, [_report(500, NAN, 1, -300), _report(1000, -1000, 2, -500),
-                                              _report(1500, -1000, 2, -600), _report(2000, -600, 3, -700)]),
+    "t0": ("baseline", 0, "completed", None, [_report(500, NAN, 2, -300, -250), _report(1000, -900, 3, -500, -400),
+                                              _report(1500, -900, 4, -600, -450), _report(2000, -400, 5, -700, -500)]),
+    "t1": ("baseline", 1, "completed", None, [_report(500, NAN, 1, -300, -260), _report(1000, -1000, 2, -500, -380),
+                                              _report(1500, -1000, 2, -600, -460), _report(2000, -600, 3, -700, -520)]),
     # The guard stops it: excess 1000/1600 > 0.1 at 1000 and 1500 (patience 2).
-    "t2": ("tau=1.0", 0, "q_explosion", 1500, [_report(500, NAN, 10, -300), _report(1000, -1200, 1000, -500),
-                                                _report(1500, -1200, 5000, -600)]),
-    "t3": ("tau=1.0", 1, "non_finite", 1000, [_report(500, NAN, 10, -300), _report(1000, -1300, math.inf, -500)]),
+    "t2": ("tau=1.0", 0, "q_explosion", 1500, [_report(500, NAN, 10, -300, -300), _report(1000, -1200, 1000, -500, -350),
+                                                _report(1500, -1200, 5000, -600, -380)]),
+    "t3": ("tau=1.0", 1, "non_finite", 1000, [_report(500, NAN, 10, -300, -300), _report(1000, -1300, math.inf, -500, -320)]),
     # Not stopped (guard off, say), yet its Q left the interval at 1500 and 2000: the replayed
     # guard calls it an explosion at 2000.
-    "t4": ("tau=0.5", 0, "completed", None, [_report(500, NAN, 10, -300), _report(1000, -800, 20, -500),
-                                              _report(1500, -800, 900, -600), _report(2000, -700, 9000, -700)]),
+    "t4": ("tau=0.5", 0, "completed", None, [_report(500, NAN, 10, -300, -280), _report(1000, -800, 20, -500, -330),
+                                              _report(1500, -800, 900, -600, -350), _report(2000, -700, 9000, -700, -360)]),
 }
 
 
