@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS, GuardConfig
 from study.plan import PLAN, TrialPlan, format_value
+from study.spec.schema import Reference
 
 DESIGNS = ("factorial", "one_at_a_time", "optuna")
 # The reported series the analysis reads: the summary's (``r.CURVE_KEYS``), and beside actor-path Q
@@ -52,6 +54,8 @@ class StudyResults:
     trials: pd.DataFrame  # one row per trial: identity, factor levels, outcome (TRIAL_COLUMNS)
     curves: pd.DataFrame  # one row per report: trial_id, arm, seed, env_steps, CURVE_COLUMNS
     source: str  # where they came from: the tracking URI or the Tune folder
+    env: str = ""  # the env the study ran on ("" where the store does not say)
+    reference: tuple[Reference, ...] = ()  # the study file's published returns (study.spec.schema.Reference)
 
 
 def load_study(
@@ -109,7 +113,8 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
         levels = {f: arm_levels[tags[r.ARM]].get(f) for f in factors}
         records.append(_trial_record(identity, levels, outcome, summary, curve, guard))
         curves.append(curve)
-    return _results(name, design, factors, records, curves, tracking_uri)
+    env = str(r.decode_param(study_run.data.params.get("env")) or "")
+    return _results(name, design, factors, records, curves, tracking_uri, env=env, reference=_mlflow_reference(client, study_run))
 
 
 def _search(client: MlflowClient, experiment_id: str, role: str, max_results: int | None = None) -> list[Run]:
@@ -123,6 +128,17 @@ def _search(client: MlflowClient, experiment_id: str, role: str, max_results: in
         token = page.token
         if not token or max_results is not None:
             return runs
+
+
+def _mlflow_reference(client: MlflowClient, study_run: Run) -> tuple[Reference, ...]:
+    """The published returns the study file named, from the study run's ``reference.json``; none
+    for a study without them (or one run before the study file could name them)."""
+    run_id = study_run.info.run_id
+    if r.REFERENCE_FILE not in {artifact.path for artifact in client.list_artifacts(run_id)}:
+        return ()
+    with tempfile.TemporaryDirectory() as folder:
+        document = json.loads(Path(client.download_artifacts(run_id, r.REFERENCE_FILE, folder)).read_text())
+    return tuple(Reference.model_validate(item) for item in document)
 
 
 def _parent(run: Run) -> str | None:
@@ -184,7 +200,8 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
         outcome = {"stop_reason": reason, "stop_step": _number(last.get(r.STOP_STEP))}
         records.append(_trial_record(identity, levels, outcome, None, curve, guard))
         curves.append(curve)
-    return _results(name, spec["design"], factors, records, curves, str(folder))
+    reference = tuple(Reference.model_validate(item) for item in spec.get("reference", []))
+    return _results(name, spec["design"], factors, records, curves, str(folder), env=spec.get("env", ""), reference=reference)
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -255,6 +272,9 @@ def _results(
     records: list[dict[str, Any]],
     curves: list[pd.DataFrame],
     source: str,
+    *,
+    env: str,
+    reference: tuple[Reference, ...],
 ) -> StudyResults:
     if design not in DESIGNS:
         raise ValueError(f"study {name!r}: design {design!r} is not one of {DESIGNS}")
@@ -263,7 +283,7 @@ def _results(
     trials = trials.sort_values(["arm", "seed"], key=_arm_sort_key).reset_index(drop=True)
     columns = [*identity, m.ENV_STEPS, *CURVE_COLUMNS]
     curve_table = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
-    return StudyResults(name, design, factors, trials, curve_table, source)
+    return StudyResults(name, design, factors, trials, curve_table, source, env, reference)
 
 
 def _arm_sort_key(column: pd.Series) -> pd.Series:

@@ -66,9 +66,20 @@ TRIALS = {
 }
 
 
-def write_mlflow_study(storage: Path, design: str = "one_at_a_time") -> str:
+# Published returns as a study file's ``reference`` gives them (study.spec.schema.Reference): one
+# set at the step this study's returns are read at (2,000), one at a step it never reaches.
+REFERENCE = [
+    {"source": "a paper, Table 2", "env": "Pendulum-v0", "env_steps": 2000, "measure": "last evaluation",
+     "returns": {"baseline": {"mean": -450.5, "std": 20.25, "trials": 10, "label": "TD3"}, "tau=0.5": {"mean": -700.0}}},
+    {"source": "its learning curves", "env": "Pendulum-v1", "env_steps": 1_000_000,
+     "returns": {"baseline": {"mean": -150.0}}},
+]
+
+
+def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: list[dict] | None = None) -> str:
     """The store study.run's callback writes: study run > arm runs > trial runs, nested, with the
-    contract's tags, JSON parameters and ``summary/*`` metrics (``study.results``)."""
+    contract's tags, JSON parameters and ``summary/*`` metrics (``study.results``); ``reference``
+    as the study run's ``reference.json``, as ``study.mlflow_logging.create_study_run`` logs it."""
     uri = r.default_tracking_uri(storage)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment(STUDY, artifact_location=str(storage / "mlartifacts"))
@@ -76,6 +87,8 @@ def write_mlflow_study(storage: Path, design: str = "one_at_a_time") -> str:
     study = client.create_run(experiment, tags=study_tags, run_name=STUDY).info.run_id
     for key, value in {"env": "Pendulum-v1", "steps": 2000, "design": design}.items():
         client.log_param(study, key, r.encode_param(value))
+    if reference:
+        client.log_dict(study, reference, r.REFERENCE_FILE)
     arm_ids = {}
     for arm, levels in ARMS.items():
         tags = {r.ROLE: "arm", r.ARM: arm, r.PARENT: study, r.STUDY_RUN: study}
@@ -98,14 +111,14 @@ def write_mlflow_study(storage: Path, design: str = "one_at_a_time") -> str:
     return uri
 
 
-def write_tune_study(storage: Path) -> Path:
+def write_tune_study(storage: Path, reference: list[dict] | None = None) -> Path:
     """Tune's layout as study.run leaves it: <storage>/<study>/study.json (the validated study
     file), and per trial <trial dir>/{params.json (its plan),result.json}, one JSON row per report carrying
     arm and seed (the last one also stop_reason and stop_step, earlier ones an empty reason)."""
     folder = storage / STUDY
     folder.mkdir(parents=True)
-    spec = {"design": "one_at_a_time", "agent": {"tau": 0.005, "gamma": 0.99}, "factors": {"tau": [1.0, 0.5]},
-            "arms": [], "distributions": {}}
+    spec = {"env": "Pendulum-v1", "design": "one_at_a_time", "agent": {"tau": 0.005, "gamma": 0.99},
+            "factors": {"tau": [1.0, 0.5]}, "arms": [], "distributions": {}, "reference": reference or []}
     (folder / r.STATE_FILE).write_text(json.dumps({"spec": spec, "study_run_id": "x"}))
     for trial_id, (arm, seed, stop_reason, stop_step, reports) in TRIALS.items():
         trial_dir = folder / f"{arm}_seed{seed}_{trial_id}"  # study.run.TrialFolders
