@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,9 +138,25 @@ def _mlflow_reference(client: MlflowClient, study_run: Run) -> tuple[Reference, 
     run_id = study_run.info.run_id
     if r.REFERENCE_FILE not in {artifact.path for artifact in client.list_artifacts(run_id)}:
         return ()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, _artifact_progress_bar_off():
         document = json.loads(Path(client.download_artifacts(run_id, r.REFERENCE_FILE, folder)).read_text())
     return tuple(Reference.model_validate(item) for item in document)
+
+
+@contextmanager
+def _artifact_progress_bar_off() -> Iterator[None]:
+    """MLflow draws a progress bar per download, which for one small JSON file would only cut into
+    the lines ``study.run`` prints at the end; its own switch turns it off, here only."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _parent(run: Run) -> str | None:

@@ -142,7 +142,7 @@ class Reference(BaseModel):
     beside the measured returns, each with its env step, so a 1M-step figure is never read as the
     study's 100k-step one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # YAML's folded text ends in a newline
 
     source: str = Field(min_length=1, description="where the figures are: paper, table or file, version")
     env: str = Field(min_length=1, description="the env they were measured on, which may differ from the study's")
