@@ -84,8 +84,10 @@ def actor_q_figure(results: StudyResults) -> Figure:
             if trial.exploded and math.isfinite(trial.explosion_step):
                 ax.axvline(trial.explosion_step, color=color, lw=0.8, ls=":", label=f"seed {trial.seed}: {EXPLOSION_LABEL}")
         actor_q, buffer_q = seed_mean(curves, m.ACTOR_Q_MEAN), seed_mean(curves, m.Q1_VALUE)
-        ax.plot(actor_q.index, actor_q, color=color, lw=2.0, ls="-", label=ACTOR_Q_LABEL)
-        ax.plot(buffer_q.index, buffer_q, color=color, lw=2.0, ls="--", label=BUFFER_Q_LABEL)
+        ax.plot(actor_q.index, actor_q, color=color, lw=2.4, ls="-", label=ACTOR_Q_LABEL)
+        # Drawn on top, thinner, its gaps white: where the two lines coincide (a healthy run) the
+        # dashes still show inside the solid line instead of vanishing under it.
+        ax.plot(buffer_q.index, buffer_q, color=color, lw=1.6, ls="--", gapcolor="white", label=BUFFER_Q_LABEL)
         ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
         ax.set_title(f"{arm}  ({int(trials['exploded'].sum())}/{len(trials)} exploded)", fontsize=9, color=color)
         ax.set_xlabel("env steps")
@@ -93,8 +95,8 @@ def actor_q_figure(results: StudyResults) -> Figure:
     # One legend for the figure, in black: the line styles mean the same in every panel, the
     # colour only says which arm (the panel's title is in it too).
     keys = [
-        Line2D([], [], color="k", lw=2.0, ls="-", label=ACTOR_Q_LABEL),
-        Line2D([], [], color="k", lw=2.0, ls="--", label=BUFFER_Q_LABEL),
+        Line2D([], [], color="k", lw=2.4, ls="-", label=ACTOR_Q_LABEL),
+        Line2D([], [], color="k", lw=1.6, ls="--", gapcolor="white", label=BUFFER_Q_LABEL),
         Line2D([], [], color="k", lw=0.7, alpha=0.45, label=SEED_MAX_LABEL),
         Line2D([], [], color="k", lw=0.8, ls=":", label=EXPLOSION_LABEL),
         Patch(color="0.88", label=INTERVAL_LABEL),
