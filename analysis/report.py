@@ -236,7 +236,8 @@ def verdicts(results: StudyResults) -> Section | None:
 
 def published(figure: PublishedReturn) -> str:
     """A published return as its source gives it: the mean, then the std and the trials where the
-    source gives them, then the arm's name there; digits as published (up to 7)."""
+    source gives them, then the arm's name there; to 7 significant digits (a trailing zero of the
+    source's is not kept: 9792.80 reads 9792.8)."""
     text = f"{figure.mean:.7g}"
     if figure.std is not None:
         text += f" ± {figure.std:.7g}"
@@ -248,8 +249,11 @@ def published(figure: PublishedReturn) -> str:
 def comparable(measured_steps: set[float], env: str, references: Sequence[Reference]) -> str:
     """Which published figures hold at an env step (and on the env) the measured returns were read
     at: a return after 1M steps says nothing about one after 100k, so the report says so itself."""
-    at = " and ".join(step(v) for v in sorted(measured_steps)) or "no common step"
-    sentences = [f"Measured returns are at {at} env steps{f' on {env}' if env else ''}."]
+    on = f" on {env}" if env else ""
+    if measured_steps:
+        sentences = [f"Measured returns are at {' and '.join(step(v) for v in sorted(measured_steps))} env steps{on}."]
+    else:
+        sentences = [f"No measured return to compare yet{on} (no arm has a common evaluation step)."]
     same = [f"[{i}]" for i, ref in enumerate(references, start=1) if ref.env_steps in measured_steps]
     others = [f"[{i}] ({ref.env_steps:,})" for i, ref in enumerate(references, start=1) if ref.env_steps not in measured_steps]
     if same:
