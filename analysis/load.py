@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +31,13 @@ from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS, GuardConfig
 from study.plan import PLAN, TrialPlan, format_value
+from study.spec.schema import Reference
 
 DESIGNS = ("factorial", "one_at_a_time", "optuna")
+# The reported series the analysis reads: the summary's (``r.CURVE_KEYS``), and beside actor-path Q
+# its batch mean and Q on buffer actions, which the actor-path Q plot draws on the same axes: in the
+# CARLA run the gap between the two was the discovery (actor-path Q 2.3M, buffer Q 43 to 70).
+CURVE_COLUMNS: tuple[str, ...] = (*r.CURVE_KEYS, m.ACTOR_Q_MEAN, m.Q1_VALUE)
 # A trial's row: its summary (the results contract's figures), then what the analysis derives.
 TRIAL_COLUMNS = ("stop_reason", "stop_step", *r.SUMMARY_FIGURES, "q_ratio", "q_excess", "exploded", "explosion_step")
 
@@ -46,8 +54,10 @@ class StudyResults:
     design: str  # factorial | one_at_a_time | optuna
     factors: tuple[str, ...]
     trials: pd.DataFrame  # one row per trial: identity, factor levels, outcome (TRIAL_COLUMNS)
-    curves: pd.DataFrame  # one row per report: trial_id, arm, seed, env_steps, CURVE_KEYS
+    curves: pd.DataFrame  # one row per report: trial_id, arm, seed, env_steps, CURVE_COLUMNS
     source: str  # where they came from: the tracking URI or the Tune folder
+    env: str = ""  # the env the study ran on ("" where the store does not say)
+    reference: tuple[Reference, ...] = ()  # the study file's published returns (study.spec.schema.Reference)
 
 
 def load_study(
@@ -105,7 +115,8 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
         levels = {f: arm_levels[tags[r.ARM]].get(f) for f in factors}
         records.append(_trial_record(identity, levels, outcome, summary, curve, guard))
         curves.append(curve)
-    return _results(name, design, factors, records, curves, tracking_uri)
+    env = str(r.decode_param(study_run.data.params.get("env")) or "")
+    return _results(name, design, factors, records, curves, tracking_uri, env=env, reference=_mlflow_reference(client, study_run))
 
 
 def _search(client: MlflowClient, experiment_id: str, role: str, max_results: int | None = None) -> list[Run]:
@@ -121,6 +132,33 @@ def _search(client: MlflowClient, experiment_id: str, role: str, max_results: in
             return runs
 
 
+def _mlflow_reference(client: MlflowClient, study_run: Run) -> tuple[Reference, ...]:
+    """The published returns the study file named, from the study run's ``reference.json``; none
+    for a study without them (or one run before the study file could name them)."""
+    run_id = study_run.info.run_id
+    if r.REFERENCE_FILE not in {artifact.path for artifact in client.list_artifacts(run_id)}:
+        return ()
+    with tempfile.TemporaryDirectory() as folder, _artifact_progress_bar_off():
+        document = json.loads(Path(client.download_artifacts(run_id, r.REFERENCE_FILE, folder)).read_text())
+    return tuple(Reference.model_validate(item) for item in document)
+
+
+@contextmanager
+def _artifact_progress_bar_off() -> Iterator[None]:
+    """MLflow draws a progress bar per download, which for one small JSON file would only cut into
+    the lines ``study.run`` prints at the end; its own switch turns it off, here only."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def _parent(run: Run) -> str | None:
     return run.data.tags.get(r.PARENT)
 
@@ -128,7 +166,7 @@ def _parent(run: Run) -> str | None:
 def _mlflow_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
     """The reported series of one trial run, one row per env step."""
     series = {}
-    for key in r.CURVE_KEYS:
+    for key in CURVE_COLUMNS:
         history = client.get_metric_history(run_id, key)
         # A resumed trial logs again from its checkpoint's step: the later value wins.
         points = {point.step: _unclamp(point.value) for point in sorted(history, key=lambda p: p.timestamp)}
@@ -167,7 +205,7 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
         identity = {"trial_id": str(last["trial_id"]), "arm": str(last[r.ARM]), "seed": int(last[r.SEED])}
         # A restored trial reports again from its checkpoint's step: the later row wins.
         frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
-        curve = _curve_frame({key: frame[key].astype(float) for key in r.CURVE_KEYS if key in frame}).assign(**identity)
+        curve = _curve_frame({key: frame[key].astype(float) for key in CURVE_COLUMNS if key in frame}).assign(**identity)
         params = json.loads((result_file.parent / r.TUNE_PARAMS_FILE).read_text())
         if PLAN in params:
             values = TrialPlan.model_validate(params[PLAN]).levels
@@ -180,7 +218,8 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
         outcome = {"stop_reason": reason, "stop_step": _number(last.get(r.STOP_STEP))}
         records.append(_trial_record(identity, levels, outcome, None, curve, guard))
         curves.append(curve)
-    return _results(name, spec["design"], factors, records, curves, str(folder))
+    reference = tuple(Reference.model_validate(item) for item in spec.get("reference", []))
+    return _results(name, spec["design"], factors, records, curves, str(folder), env=spec.get("env", ""), reference=reference)
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -204,8 +243,8 @@ def _number(value: Any) -> float:
 
 
 def _curve_frame(series: dict[str, pd.Series]) -> pd.DataFrame:
-    """Series keyed by env step -> one frame with every ``CURVE_KEYS`` column, sorted by step."""
-    frame = pd.DataFrame(series).reindex(columns=list(r.CURVE_KEYS)).astype(float)
+    """Series keyed by env step -> one frame with every ``CURVE_COLUMNS`` column, sorted by step."""
+    frame = pd.DataFrame(series).reindex(columns=list(CURVE_COLUMNS)).astype(float)
     frame.index = frame.index.astype(float)
     return frame.sort_index().rename_axis(m.ENV_STEPS).reset_index()
 
@@ -251,15 +290,18 @@ def _results(
     records: list[dict[str, Any]],
     curves: list[pd.DataFrame],
     source: str,
+    *,
+    env: str,
+    reference: tuple[Reference, ...],
 ) -> StudyResults:
     if design not in DESIGNS:
         raise ValueError(f"study {name!r}: design {design!r} is not one of {DESIGNS}")
     identity = ["trial_id", "arm", "seed"]
     trials = pd.DataFrame(records, columns=[*identity, *factors, *TRIAL_COLUMNS])
     trials = trials.sort_values(["arm", "seed"], key=_arm_sort_key).reset_index(drop=True)
-    columns = [*identity, m.ENV_STEPS, *r.CURVE_KEYS]
+    columns = [*identity, m.ENV_STEPS, *CURVE_COLUMNS]
     curve_table = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
-    return StudyResults(name, design, factors, trials, curve_table, source)
+    return StudyResults(name, design, factors, trials, curve_table, source, env, reference)
 
 
 def _arm_sort_key(column: pd.Series) -> pd.Series:

@@ -3,6 +3,10 @@
 1. Actor-path Q against env steps, a panel per arm, symlog scale with the Q interval shaded: a
    runaway arm leaves the band by orders of magnitude, a healthy one stays inside it. Symlog and
    not log because Q can be negative (Pendulum's returns all are) and can run away downward.
+   Buffer Q (``train/q1_value``, Q1 on the replay buffer's actions) is drawn on the same axes in
+   the arm's colour, dashed, beside actor-path Q (Q1(s, actor(s)), solid): the CARLA run's
+   discovery was the gap between those two lines (actor-path Q 2.3M while buffer Q read 43 to
+   70), which a plot of actor-path Q alone cannot show.
 2. Evaluation return against env steps per arm: the mean over seeds with a band from the worst
    to the best seed, which with a handful of seeds is the spread worth seeing.
 3. Explosion rate per factor level (or per arm) with Wilson intervals: the share of the trials
@@ -19,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from analysis import stats, tables
 from analysis.load import StudyResults
@@ -41,28 +47,62 @@ def _grid(n_panels: int) -> tuple[Figure, list]:
     return fig, axes[:n_panels]
 
 
+# The actor-path Q plot's lines, by label: the legend names them and the tests find them so.
+ACTOR_Q_LABEL = "actor-path Q1(s, actor(s)): batch mean, mean over seeds"
+BUFFER_Q_LABEL = "buffer Q1(s, a), train/q1_value: batch mean, mean over seeds"
+SEED_MAX_LABEL = "actor-path Q batch max, one line per seed (what the guard judges)"
+EXPLOSION_LABEL = "explosion step of a seed"
+INTERVAL_LABEL = "Q interval (every return lies in it)"
+
+
+def seed_mean(curves: pd.DataFrame, key: str) -> pd.Series:
+    """``key`` per env step, the mean over the seeds that reported there; a non-finite value (a
+    runaway the guard stops on) is left out, since a mean with an infinity in it cannot be drawn."""
+    values = curves[key].replace([np.inf, -np.inf], np.nan)
+    return values.groupby(curves[m.ENV_STEPS]).mean().dropna()
+
+
 def actor_q_figure(results: StudyResults) -> Figure:
-    """Actor-path Q (batch max, solid; batch min, dashed) per seed, a panel per arm."""
+    """A panel per arm, one colour per arm: actor-path Q (solid) and buffer Q (dashed), each the
+    batch mean averaged over seeds, so their gap reads at a glance; thin lines each seed's batch max
+    of actor-path Q against the grey Q interval, dotted verticals the seeds' explosion steps.
+
+    Means of the same statistic (batch mean) are compared, as ``guard/actor_to_buffer_q_ratio``
+    does; the per-seed maxima show which seed left the interval, since a seed the guard stopped
+    drops out of the mean from its stop on."""
     arms = tables.arm_order(results.trials["arm"])
     fig, axes = _grid(len(arms))
-    for ax, arm in zip(axes, arms, strict=True):
+    for ax, arm, color in zip(axes, arms, cycle(COLORS), strict=False):
         curves = results.curves[results.curves["arm"] == arm]
         interval = curves.groupby(m.ENV_STEPS)[[m.Q_LOW, m.Q_HIGH]].median().dropna()
-        ax.fill_between(interval.index, interval[m.Q_LOW], interval[m.Q_HIGH], color="0.85", label="Q interval")
+        ax.fill_between(interval.index, interval[m.Q_LOW], interval[m.Q_HIGH], color="0.88", label=INTERVAL_LABEL)
         trials = results.trials[results.trials["arm"] == arm]
-        for color, trial in zip(cycle(COLORS), trials.itertuples(), strict=False):
+        for trial in trials.itertuples():
             curve = curves[curves["trial_id"] == trial.trial_id]
-            q = curve[[m.ACTOR_Q_MAX, m.ACTOR_Q_MIN]].replace([np.inf, -np.inf], np.nan)
-            ax.plot(curve[m.ENV_STEPS], q[m.ACTOR_Q_MAX], color=color, lw=1.2, label=f"seed {trial.seed}")
-            ax.plot(curve[m.ENV_STEPS], q[m.ACTOR_Q_MIN], color=color, lw=0.8, ls="--")
+            q_max = curve[m.ACTOR_Q_MAX].replace([np.inf, -np.inf], np.nan)
+            ax.plot(curve[m.ENV_STEPS], q_max, color=color, lw=0.7, alpha=0.45, label=f"seed {trial.seed}: {SEED_MAX_LABEL}")
             if trial.exploded and math.isfinite(trial.explosion_step):
-                ax.axvline(trial.explosion_step, color=color, lw=0.8, ls=":")
+                ax.axvline(trial.explosion_step, color=color, lw=0.8, ls=":", label=f"seed {trial.seed}: {EXPLOSION_LABEL}")
+        actor_q, buffer_q = seed_mean(curves, m.ACTOR_Q_MEAN), seed_mean(curves, m.Q1_VALUE)
+        ax.plot(actor_q.index, actor_q, color=color, lw=2.4, ls="-", label=ACTOR_Q_LABEL)
+        # Drawn on top, thinner, its gaps white: where the two lines coincide (a healthy run) the
+        # dashes still show inside the solid line instead of vanishing under it.
+        ax.plot(buffer_q.index, buffer_q, color=color, lw=1.6, ls="--", gapcolor="white", label=BUFFER_Q_LABEL)
         ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
-        ax.set_title(f"{arm}  ({int(trials['exploded'].sum())}/{len(trials)} exploded)", fontsize=9)
+        ax.set_title(f"{arm}  ({int(trials['exploded'].sum())}/{len(trials)} exploded)", fontsize=9, color=color)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("actor-path Q (symlog)")
-        ax.legend(fontsize=7, loc="best")
-    fig.suptitle("Actor-path Q: batch max (solid), min (dashed); dotted line: explosion step")
+        ax.set_ylabel("Q (symlog)")
+    # One legend for the figure, in black: the line styles mean the same in every panel, the
+    # colour only says which arm (the panel's title is in it too).
+    keys = [
+        Line2D([], [], color="k", lw=2.4, ls="-", label=ACTOR_Q_LABEL),
+        Line2D([], [], color="k", lw=1.6, ls="--", gapcolor="white", label=BUFFER_Q_LABEL),
+        Line2D([], [], color="k", lw=0.7, alpha=0.45, label=SEED_MAX_LABEL),
+        Line2D([], [], color="k", lw=0.8, ls=":", label=EXPLOSION_LABEL),
+        Patch(color="0.88", label=INTERVAL_LABEL),
+    ]
+    fig.legend(handles=keys, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.suptitle("Actor-path Q (solid) against buffer Q (dashed), per arm: the gap between them is the paradox", fontsize=10)
     return fig
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from analysis import plots, tables
 from analysis.verdicts import MIN_SEEDS, span, verdict_line
 from analysis.load import StudyNotFound, StudyResults, load_study
+from study.spec.schema import PublishedReturn, Reference
 
 REPORT_DIR = "report"
 
@@ -208,6 +209,14 @@ VERDICTS_NOTE = {
 }
 
 
+ACTOR_Q_NOTE = (
+    "Symlog scale, a panel per arm in the arm's colour: actor-path Q, Q1(s, actor(s)) (solid), beside buffer Q, Q1 on "
+    "the replay buffer's actions (train/q1_value, dashed), each the batch mean averaged over seeds; a gap between them "
+    "is the actor climbing where the critic extrapolates. Thin lines: each seed's batch max of actor-path Q, which the "
+    "guard judges against the grey band, the Q interval; dotted: explosion steps."
+)
+
+
 def verdicts(results: StudyResults) -> Section | None:
     """The "Verdicts" section: a line per arm against the baseline (one-at-a-time) or per factor
     level against its reference (factorial); None for an Optuna study, which has neither."""
@@ -225,12 +234,70 @@ def verdicts(results: StudyResults) -> Section | None:
     return Section("Verdicts", VERDICTS_NOTE[results.design], lines=tuple(verdict_line(c) for c in comparisons))
 
 
+def published(figure: PublishedReturn) -> str:
+    """A published return as its source gives it: the mean, then the std and the trials where the
+    source gives them, then the arm's name there; to 7 significant digits (a trailing zero of the
+    source's is not kept: 9792.80 reads 9792.8)."""
+    text = f"{figure.mean:.7g}"
+    if figure.std is not None:
+        text += f" ± {figure.std:.7g}"
+    if figure.trials is not None:
+        text += f" ({figure.trials} trials)"
+    return text + (f", {figure.label}" if figure.label else "")
+
+
+def comparable(measured_steps: set[float], env: str, references: Sequence[Reference]) -> str:
+    """Which published figures hold at an env step (and on the env) the measured returns were read
+    at: a return after 1M steps says nothing about one after 100k, so the report says so itself."""
+    on = f" on {env}" if env else ""
+    if measured_steps:
+        sentences = [f"Measured returns are at {' and '.join(step(v) for v in sorted(measured_steps))} env steps{on}."]
+    else:
+        sentences = [f"No measured return to compare yet{on} (no arm has a common evaluation step)."]
+    same = [f"[{i}]" for i, ref in enumerate(references, start=1) if ref.env_steps in measured_steps]
+    others = [f"[{i}] ({ref.env_steps:,})" for i, ref in enumerate(references, start=1) if ref.env_steps not in measured_steps]
+    if same:
+        sentences.append(f"Published at a measured step, the figures to read them against: {', '.join(same)}.")
+    if others:
+        sentences.append(f"At other steps, not comparable with them as they stand: {', '.join(others)}.")
+    envs = sorted({ref.env for ref in references if env and ref.env != env})
+    if envs:
+        sentences.append(f"The published figures were measured on {', '.join(envs)}, this study on {env}.")
+    return " ".join(sentences)
+
+
+def reference_section(results: StudyResults, arms: pd.DataFrame) -> Section | None:
+    """The "Published reference" section: each arm's measured return (at the step the ablation table
+    reads it) beside the returns the study file cites for it, each column with its env step and every
+    source named; None for a study file without a ``reference``."""
+    if not results.reference:
+        return None
+    table = pd.DataFrame(
+        {
+            "measured at step": [step(v) for v in arms["return_step"]],
+            "measured return mean [95% t CI]": _column(arms, "return_mean"),
+            "seeds evaluated": arms["n_returns"],
+        },
+        index=arms.index,
+    )
+    for i, ref in enumerate(results.reference, start=1):
+        column = f"[{i}] published at {ref.env_steps:,} steps"
+        table[column] = [published(ref.returns[arm]) if arm in ref.returns else "–" for arm in arms.index]
+    sources = [
+        f"[{i}] {ref.env}, {ref.env_steps:,} env steps{f': {ref.measure}' if ref.measure else ''}. Source: {ref.source}"
+        for i, ref in enumerate(results.reference, start=1)
+    ]
+    steps = {float(v) for v in arms["return_step"] if not math.isnan(v)}
+    return Section("Published reference", comparable(steps, results.env, results.reference), table, lines=tuple(sources))
+
+
 def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:
     """The report's content for this study's design (figures as file names in the report dir);
     ``arms`` is ``tables.ablation_table(results.trials, results.curves)``, computed once by the caller."""
     trials, curves, factors = results.trials, results.curves, results.factors
     parts = [part for part in [verdicts(results)] if part is not None]
     parts.append(Section("Ablation per arm", ABLATION_NOTE, format_ablation(arms)))
+    parts += [part for part in [reference_section(results, arms)] if part is not None]
     if results.design == "factorial" and factors:
         parts.append(Section("Per factor level", table=format_ablation(tables.factor_level_table(trials, curves, factors))))
         parts.append(
@@ -253,7 +320,7 @@ def sections(results: StudyResults, arms: pd.DataFrame) -> list[Section]:
         ).rename_axis("factor")
         parts.append(Section("Parameter importances (fANOVA)", table=format_numbers(importances)))
     parts += [
-        Section("Actor-path Q", "Symlog scale; the grey band is the Q interval.", figure="actor_q.png"),
+        Section("Actor-path Q", ACTOR_Q_NOTE, figure="actor_q.png"),
         Section("Return curves", figure="returns.png"),
         Section("Explosion rate", figure="explosion.png"),
         Section("Trials", table=format_numbers(trials.set_index(["arm", "seed"]))),

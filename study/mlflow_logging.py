@@ -95,6 +95,8 @@ def create_study_run(client: MlflowClient, experiment_id: str, spec: StudySpec, 
     params = {key: r.encode_param(value) for key, value in
               {"env": spec.env, "steps": spec.budget.steps, "design": spec.design, "seeds": spec.seeds}.items()}
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    if spec.reference:  # the published returns the report shows beside the measured ones
+        client.log_dict(run.info.run_id, [ref.model_dump(mode="json") for ref in spec.reference], r.REFERENCE_FILE)
     return run.info.run_id
 
 

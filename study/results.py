@@ -13,7 +13,8 @@ Layout:
   a nested run per seed, told apart by the tag ``study.role``; arm and seed runs carry the tags
   ``arm``, ``seed``, ``trial_id``, ``stop_reason``, ``stop_step``, and parameters as JSON text
   (``null``, ``true``, ``0.01``, ``[256, 256]``; strings as themselves) that ``decode_param``
-  reads back as the values.
+  reads back as the values. The study run holds the study file's published returns
+  (``reference``), when it has any, as the artifact ``reference.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ TUNE_PARAMS_FILE = "params.json"
 TUNE_ERROR_FILE = "error.txt"  # Tune leaves it in the folder of a trial that raised
 SUMMARY_FILE = "summary.json"  # a trial's summary: in its output folder and as an MLflow artifact
 CONFIG_FILE = "config.json"  # a trial's resolved TrialConfig, as an MLflow artifact
+REFERENCE_FILE = "reference.json"  # the study file's published returns (``reference``), on the study run
 
 # MLflow tags
 ROLE = "study.role"  # study | arm | trial

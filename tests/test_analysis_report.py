@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from analysis import load, report, tables
-from tests.support.analysis_store import STUDY, write_mlflow_study, write_tune_study
+from study.spec.schema import Reference
+from tests.support.analysis_store import REFERENCE, STUDY, write_mlflow_study, write_tune_study
 from tests.support.notebook import REPORT_FILES, images, project_env, run_notebook
 
 
@@ -129,3 +130,42 @@ def test_notebook_runs_top_to_bottom(storage: Path) -> None:
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     assert images(notebook) == 3  # actor-path Q, returns, explosion rate
+
+
+def test_published_reference_beside_the_measured_returns(tmp_path: Path) -> None:
+    """The study file's published returns, read back from either store, beside each arm's measured
+    return at the step the ablation table reads it; every column says its env step, the sources are
+    listed, and the note says which figures are at a measured step and which not."""
+    write_mlflow_study(tmp_path / "mlflow", reference=REFERENCE)
+    write_tune_study(tmp_path / "tune", reference=REFERENCE)
+    from_mlflow, from_tune = load.load_study(tmp_path / "mlflow"), load.load_study(tmp_path / "tune")
+    assert from_mlflow.reference == from_tune.reference == tuple(Reference.model_validate(item) for item in REFERENCE)
+    assert from_mlflow.env == from_tune.env == "Pendulum-v1"
+    arms = tables.ablation_table(from_mlflow.trials, from_mlflow.curves)
+    section = report.reference_section(from_mlflow, arms)
+    assert section is not None and section.title == "Published reference"
+    table = section.table
+    published, far = "[1] published at 2,000 steps", "[2] published at 1,000,000 steps"
+    assert list(table.columns) == ["measured at step", "measured return mean [95% t CI]", "seeds evaluated", published, far]
+    assert table.loc["baseline", published] == "-450.5 ± 20.25 (10 trials), TD3"
+    assert table.loc["tau=0.5", published] == "-700"
+    assert table.loc["tau=1.0", published] == table.loc["tau=1.0", far] == "–"
+    assert table.loc["baseline", far] == "-150"
+    # Measured: the baseline's two seeds at 2,000 (-400, -600); tau=1.0's at 1,000, where t3 stopped.
+    assert table.loc["baseline", "measured at step"] == "2,000" and table.loc["tau=1.0", "measured at step"] == "1,000"
+    assert table.loc["baseline", "measured return mean [95% t CI]"].startswith("-500 [")
+    assert section.note == (
+        "Measured returns are at 1,000 and 2,000 env steps on Pendulum-v1. Published at a measured step, the figures to "
+        "read them against: [1]. At other steps, not comparable with them as they stand: [2] (1,000,000). The published "
+        "figures were measured on Pendulum-v0, this study on Pendulum-v1."
+    )
+    assert section.lines == ("[1] Pendulum-v0, 2,000 env steps: last evaluation. Source: a paper, Table 2",
+                             "[2] Pendulum-v1, 1,000,000 env steps. Source: its learning curves")
+    markdown, _ = report.write_report(from_mlflow, tmp_path / "report")
+    text = markdown.read_text()
+    assert text.index("## Ablation per arm") < text.index("## Published reference") < text.index("## Each arm against")
+    assert f"| {published} |" in text and "-450.5 ± 20.25 (10 trials), TD3" in text
+    # A study file without a reference gets no such section.
+    write_mlflow_study(tmp_path / "plain")
+    plain = load.load_study(tmp_path / "plain")
+    assert plain.reference == () and report.reference_section(plain, arms) is None

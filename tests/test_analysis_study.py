@@ -19,7 +19,10 @@ import pytest
 from analysis import load, report
 from study import metrics as m
 from study import results as r
+from study.plan import arms
+from study.spec import load_spec
 from tests.support.notebook import REPORT_FILES, images, project_env, run_notebook
+from tests.support.study_cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +87,30 @@ def test_report_command_on_the_study(storage: Path, capsys: pytest.CaptureFixtur
 def test_notebook_on_the_study(storage: Path) -> None:
     notebook = run_notebook(storage)
     assert images(notebook) == 3
+
+
+def test_td3_paper_ablation_smoke_on_halfcheetah_shows_the_published_reference(tmp_path: Path) -> None:
+    """The paper's ablation as CI runs it: ``python -m study.run --space td3_paper_ablation --smoke``
+    on HalfCheetah-v5 (gymnasium's mujoco extra, in the dev install) to completion, then the report
+    with the study file's published returns beside the measured ones, each column at its env step.
+    About 4 minutes on two busy cores."""
+    storage = tmp_path / "results"
+    code, out = run_cli("--space", "td3_paper_ablation", "--smoke", "--storage", str(storage), timeout=900)
+    assert code == 0, out[-3000:]
+    spec = load_spec("td3_paper_ablation", smoke=True)
+    results = load.load_study(storage, spec.name)
+    assert results.env == "HalfCheetah-v5" and results.reference == tuple(spec.reference)
+    assert sorted(results.trials["arm"]) == sorted(name for name, _ in arms(spec))
+    assert set(results.trials["stop_reason"]) <= {"completed", "q_explosion"}
+    assert results.curves[m.Q1_VALUE].notna().any() and results.curves[m.ACTOR_Q_MEAN].notna().any()
+    assert report.main(["--storage", str(storage), "--study", spec.name]) == 0
+    markdown = (storage / spec.name / report.REPORT_DIR / "report.md").read_text()
+    section = markdown[markdown.index("## Published reference") : markdown.index("## Each arm against the baseline")]
+    table, curve = spec.reference
+    assert f"| [1] published at {table.env_steps:,} steps | [2] published at {curve.env_steps:,} steps |" in section
+    for arm, figure in table.returns.items():
+        assert f"| {arm} |" in section and report.published(figure) in section
+    assert report.published(curve.returns["baseline"]) in section
+    # The smoke budget is not the published figures' step, and the report says so.
+    assert f"Measured returns are at {spec.budget.steps:,} env steps on HalfCheetah-v5." in section
+    assert f"not comparable with them as they stand: [1] ({table.env_steps:,}), [2] ({curve.env_steps:,})" in section

@@ -183,3 +183,19 @@ def test_a_restored_callback_keeps_logging_into_the_runs_it_made(store: tuple[st
     assert [x.step for x in client.get_metric_history(run.info.run_id, m.ENV_STEPS)] == [500, 1_000]
     assert len(runs_by_role(client, study_run_id, "arm")) == 1
     assert client.get_run(study_run_id).info.status == "FINISHED"
+
+
+def test_the_study_run_carries_the_study_files_published_returns(tmp_path: Path) -> None:
+    """``reference.json`` on the study run holds the study file's ``reference`` as validated, which
+    the analysis reads back (analysis.load); a study file without one writes none."""
+    published = [{"source": "a paper, Table 2", "env": "Pendulum-v0", "env_steps": 2_000,
+                  "returns": {"tau=1.0": {"mean": -900.0, "std": 50.0, "trials": 10, "label": "no target"}}}]
+    spec = validate_spec({**SPEC.model_dump(mode="json"), "reference": published})
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    experiment_id = open_experiment(client, spec.name, tmp_path / "mlartifacts")
+    study_run = create_study_run(client, experiment_id, spec, smoke=False)
+    document = json.loads(Path(client.download_artifacts(study_run, "reference.json", str(tmp_path))).read_text())
+    assert document == [ref.model_dump(mode="json") for ref in spec.reference]
+    assert document[0]["returns"]["tau=1.0"] == {"mean": -900.0, "std": 50.0, "trials": 10, "label": "no target"}
+    plain = create_study_run(client, experiment_id, SPEC, smoke=False)
+    assert client.list_artifacts(plain) == []

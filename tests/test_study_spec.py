@@ -32,6 +32,11 @@ BASE: dict[str, Any] = {
 }
 
 
+# A published figure set as the study file's ``reference`` holds them (its returns per test).
+PUBLISHED: dict[str, Any] = {"source": "a paper, Table 2", "env": "Pendulum-v0", "env_steps": 4_000,
+                             "returns": {"baseline": {"mean": -150.0}}}
+
+
 def spec_with(**changes: Any) -> dict[str, Any]:
     data = copy.deepcopy(BASE)
     data.update(changes)
@@ -255,12 +260,40 @@ def test_bad_env_settings_are_refused_before_anything_runs() -> None:
         ({"factors": {"tau": [0.01, 0.01]}}, "levels repeat"),
         ({"smoke": {"budgett": {}}}, "unknown keys ['budgett']"),
         ({"agent": {"batch_size": 512, "buffer_size": 256}}, "buffer_size"),  # TD3Config words the rule
+        ({"reference": [{**PUBLISHED, "returns": {"TD3": {"mean": 1.0}, "tau=1.0": {"mean": 2.0}}}]},
+         "reference[0].returns: ['TD3'] are not arms of this study; its arms: baseline, critic_l2=0.01, tau=0.02, "
+         "tau=1.0, critic_weight_decay=0.01,weight_decay_mode=decoupled, no_target_ddpg"),
+        ({"reference": [{**PUBLISHED, "returns": {"baseline": {"mean": 1.0, "sd": 2.0}}}]},
+         "reference[0].returns.baseline.sd: unknown key; allowed: mean, std, trials, label"),
+        ({"reference": [{**PUBLISHED, "steps": 10}]},
+         "reference[0].steps: unknown key; allowed: source, env, env_steps, measure, returns"),
+        ({"reference": [{**PUBLISHED, "returns": {"baseline": {"mean": 1.0, "std": -1.0}}}]},
+         "reference[0].returns.baseline.std: Input should be greater than or equal to 0"),
     ],
 )
 def test_inconsistent_studies_are_refused_with_the_rule_they_break(changes: dict[str, Any], fragment: str) -> None:
     with pytest.raises(SpecError) as caught:
         validate_spec(spec_with(**changes))
     assert fragment in str(caught.value)
+
+
+def test_reference_holds_published_returns_of_the_studys_own_arms() -> None:
+    spec = validate_spec(spec_with(reference=[{**PUBLISHED, "returns": {"no_target_ddpg": {"mean": -900.0, "std": 40.0, "trials": 3}}}]))
+    (ref,) = spec.reference
+    assert (ref.env_steps, ref.returns["no_target_ddpg"].std, ref.returns["no_target_ddpg"].trials) == (4_000, 40.0, 3)
+    assert validate_spec(BASE).reference == []  # optional: most studies cite nothing
+
+
+def test_td3_paper_ablation_runs_halfcheetah_with_the_papers_returns_for_its_arms() -> None:
+    """The paper's MuJoCo task through gymnasium's mujoco extra, and a published figure for every arm
+    at the paper's 1M steps, TD3's also at the study's own budget (the like-for-like comparison)."""
+    spec = load_spec("td3_paper_ablation")
+    assert spec.env == "HalfCheetah-v5"
+    names = [name for name, _ in arms(spec)]
+    table, curve = spec.reference
+    assert (table.env_steps, sorted(table.returns)) == (1_000_000, sorted(names))
+    assert curve.env_steps == spec.budget.steps and list(curve.returns) == ["baseline"]
+    assert load_spec("td3_paper_ablation", smoke=True).reference == spec.reference
 
 
 def test_optuna_distributions_are_checked_at_their_edges() -> None:

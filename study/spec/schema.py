@@ -153,6 +153,31 @@ class FaultInjection(BaseModel):
     fail_at_step: int = Field(gt=0)
 
 
+class PublishedReturn(BaseModel):
+    """One arm's return as a source publishes it: only figures read in the source, none reconstructed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    std: float | None = Field(None, ge=0, description="one standard deviation over trials, where the source gives one")
+    trials: int | None = Field(None, gt=0, description="runs (seeds) the figure is over")
+    label: str | None = Field(None, description="the arm's name in the source, e.g. 'TD3 - CDQ'")
+
+
+class Reference(BaseModel):
+    """Published returns for the study's arms, from one source at one env step: the report shows them
+    beside the measured returns, each with its env step, so a 1M-step figure is never read as the
+    study's 100k-step one."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # YAML's folded text ends in a newline
+
+    source: str = Field(min_length=1, description="where the figures are: paper, table or file, version")
+    env: str = Field(min_length=1, description="the env they were measured on, which may differ from the study's")
+    env_steps: int = Field(gt=0, description="the env step the figures hold at")
+    measure: str = Field("", description="what each figure is: which evaluations, averaged how")
+    returns: dict[str, PublishedReturn] = Field(min_length=1, description="arm name -> its published return")
+
+
 class StudySpec(BaseModel):
     """A whole study file. Field order matters: later validators read earlier fields."""
 
@@ -184,6 +209,7 @@ class StudySpec(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow; default sqlite:///<storage>/mlflow.db")
     fault_injection: FaultInjection | None = Field(None, description="testing only")
     smoke: dict[str, Any] = Field(default_factory=dict, description="overrides applied by --smoke")
+    reference: list[Reference] = Field(default_factory=list, description="published returns to show beside the measured")
 
     @field_validator("env_settings")
     @classmethod
@@ -298,6 +324,19 @@ class StudySpec(BaseModel):
             problems.append("carla_pool is required for env 'carla' and only for it")
         elif self.carla_pool is not None:
             problems += carla_pool_problems(self.carla_pool)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _reference_names_arms(self) -> StudySpec:
+        # A published figure filed under a name no trial runs would sit in the report beside nothing.
+        names = [name for name, _ in arms(self)]
+        problems = [
+            f"reference[{i}].returns: {sorted(set(ref.returns) - set(names))} are not arms of this study; "
+            f"its arms: {', '.join(names) or 'none (an optuna study has no fixed arms)'}"
+            for i, ref in enumerate(self.reference) if set(ref.returns) - set(names)
+        ]
         if problems:
             raise ValueError("\n".join(problems))
         return self
