@@ -189,14 +189,14 @@ ABLATION_NOTE = (
 
 
 COMPARISON_NOTE = (
-    "Differences are arm minus baseline, explosions of the trials observed to the pair's horizon, returns at the last "
+    "Differences are arm minus baseline (its regime's, regime/baseline, in a study with regimes), explosions of the trials observed to the pair's horizon, returns at the last "
     "env step both arms' trials reached. Paired: by seed (paired t; Newcombe's paired interval); unpaired where the "
     "seed sets differ (Welch's t; Newcombe's hybrid score)."
 )
 
 
 VERDICTS_NOTE = {
-    "one_at_a_time": "Each arm against the baseline: explosions of the trials observed to the horizon (a trial stopped "
+    "one_at_a_time": "Each arm against the baseline (in a study with regimes, its regime's: regime/baseline): explosions of the trials observed to the horizon (a trial stopped "
     "earlier without exploding is censored), returns at the last env step both arms' trials reached; paired by seed "
     "when both arms have the same seeds. A verdict claims only what a 95% interval excludes; under "
     f"{MIN_SEEDS} seeds it says too few.",
