@@ -29,10 +29,18 @@ from matplotlib.patches import Patch
 from analysis import stats, tables
 from analysis.load import StudyResults
 from study import metrics as m
+from study.plan import REGIME_SEPARATOR, regime_of
 
 PANEL_WIDTH, PANEL_HEIGHT = 4.5, 3.2
 MAX_COLUMNS = 3
 COLORS = [f"C{i}" for i in range(10)]
+
+
+def arm_colors(arms: list[str]) -> dict[str, str]:
+    """A colour per arm, the same for an arm's name in every regime (``*/critic_l2=0.01`` alike)."""
+    names = list(dict.fromkeys(arm.split(REGIME_SEPARATOR)[-1] for arm in arms))
+    by_name = dict(zip(names, cycle(COLORS)))
+    return {arm: by_name[arm.split(REGIME_SEPARATOR)[-1]] for arm in arms}
 # Symlog is linear within +-1 reward unit and logarithmic beyond: returns and Q of any scale fit.
 SYMLOG_LINTHRESH = 1.0
 
@@ -72,7 +80,9 @@ def actor_q_figure(results: StudyResults) -> Figure:
     drops out of the mean from its stop on."""
     arms = tables.arm_order(results.trials["arm"])
     fig, axes = _grid(len(arms))
-    for ax, arm, color in zip(axes, arms, cycle(COLORS), strict=False):
+    colors = arm_colors(arms)
+    for ax, arm in zip(axes, arms, strict=False):
+        color = colors[arm]
         curves = results.curves[results.curves["arm"] == arm]
         interval = curves.groupby(m.ENV_STEPS)[[m.Q_LOW, m.Q_HIGH]].median().dropna()
         ax.fill_between(interval.index, interval[m.Q_LOW], interval[m.Q_HIGH], color="0.88", label=INTERVAL_LABEL)
@@ -107,20 +117,26 @@ def actor_q_figure(results: StudyResults) -> Figure:
 
 
 def return_figure(results: StudyResults) -> Figure:
-    """Evaluation return per arm: mean over the seeds still running, band from worst to best seed."""
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.subplots()
+    """Evaluation return per arm: mean over the seeds still running, band from worst to best seed.
+    One panel per regime (their rewards differ in scale), arms coloured alike across panels."""
+    arms = tables.arm_order(results.trials["arm"])
+    regimes = list(dict.fromkeys(regime_of(arm) for arm in arms))
+    fig = Figure(figsize=(8, 4.5 * len(regimes)), layout="constrained")
+    axes = fig.subplots(len(regimes), 1, squeeze=False).ravel()
     # Reports between evaluations repeat the last one: the evaluations the tables read, where they ran.
     evaluated = stats.evaluations(results.curves)[0]
-    for color, arm in zip(cycle(COLORS), tables.arm_order(results.trials["arm"]), strict=False):
-        per_step = evaluated[evaluated["arm"] == arm].groupby(m.ENV_STEPS)[m.EVAL_RETURN]
-        mean, low, high = per_step.mean(), per_step.min(), per_step.max()
-        ax.plot(mean.index, mean, color=color, label=arm, marker="o", markersize=3)
-        ax.fill_between(mean.index, low, high, color=color, alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return")
-    ax.set_title("Return per arm: mean over seeds, band = min to max seed")
-    ax.legend(fontsize=8, loc="best")
+    colors = arm_colors(arms)
+    for ax, regime in zip(axes, regimes, strict=True):
+        for arm in [arm for arm in arms if regime_of(arm) == regime]:
+            color = colors[arm]
+            per_step = evaluated[evaluated["arm"] == arm].groupby(m.ENV_STEPS)[m.EVAL_RETURN]
+            mean, low, high = per_step.mean(), per_step.min(), per_step.max()
+            ax.plot(mean.index, mean, color=color, label=arm, marker="o", markersize=3)
+            ax.fill_between(mean.index, low, high, color=color, alpha=0.2)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("evaluation return")
+        ax.set_title(f"{'Return per arm' if regime is None else f'Regime {regime}'}: mean over seeds, band = min to max seed")
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 

@@ -221,8 +221,10 @@ def verdicts(results: StudyResults) -> Section | None:
     """The "Verdicts" section: a line per arm against the baseline (one-at-a-time) or per factor
     level against its reference (factorial); None for an Optuna study, which has neither."""
     trials, curves = results.trials, results.curves
-    if results.design == "one_at_a_time" and (missing := tables.missing_baselines(trials["arm"])):
-        return Section("Verdicts", f"No arm named {' or '.join(map(repr, missing))}: nothing to compare the arms against.")
+    missing = tables.missing_baselines(trials["arm"]) if results.design == "one_at_a_time" else []
+    named = " or ".join(map(repr, missing))
+    if results.design == "one_at_a_time" and tables.no_baseline_ran(trials["arm"]):
+        return Section("Verdicts", f"No arm named {named}: nothing to compare the arms against.")
     if results.design == "one_at_a_time":
         comparisons = tables.arm_comparisons(trials, curves)
     elif results.design == "factorial" and results.factors:
@@ -231,7 +233,8 @@ def verdicts(results: StudyResults) -> Section | None:
         return None
     if not comparisons:
         return Section("Verdicts", "Nothing to compare: no arm or factor level besides the reference.")
-    return Section("Verdicts", VERDICTS_NOTE[results.design], lines=tuple(verdict_line(c) for c in comparisons))
+    note = VERDICTS_NOTE[results.design] + (f" No arm named {named}: its regime's arms are not compared." if missing else "")
+    return Section("Verdicts", note, lines=tuple(verdict_line(c) for c in comparisons))
 
 
 def published(figure: PublishedReturn) -> str:

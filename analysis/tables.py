@@ -106,6 +106,11 @@ def missing_baselines(arms: Sequence[str]) -> list[str]:
     return sorted({baseline_of(arm) for arm in arms} - set(arms))
 
 
+def no_baseline_ran(arms: Sequence[str]) -> bool:
+    """No arm can be compared: none of the baselines the arms are compared with ran."""
+    return not set(arms) & {baseline_of(arm) for arm in arms}
+
+
 # --- ablation tables --------------------------------------------------------------------------
 
 
@@ -208,10 +213,12 @@ def arm_comparisons(trials: pd.DataFrame, curves: pd.DataFrame) -> list[verdicts
     """One-at-a-time designs: every other arm against its baseline, ``baseline`` or in a study with
     regimes its regime's (``verdicts.compare_arm``: paired by seed when both have the same seeds,
     explosions by the pair's horizon, returns at its common step)."""
-    if missing := missing_baselines(trials["arm"]):
-        raise ValueError(f"arm(s) {missing} not found; arms are {arm_order(trials['arm'])}")
+    present = set(trials["arm"])
+    if no_baseline_ran(trials["arm"]):
+        raise ValueError(f"arm(s) {missing_baselines(trials['arm'])} not found; arms are {arm_order(trials['arm'])}")
+    # A regime whose baseline did not run (yet) leaves its arms out, not the other regimes'.
     return [verdicts.compare_arm(trials, curves, arm, baseline_of(arm))
-            for arm in arm_order(trials["arm"]) if arm != baseline_of(arm)]
+            for arm in arm_order(trials["arm"]) if arm != baseline_of(arm) and baseline_of(arm) in present]
 
 
 def versus_baseline(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

@@ -87,8 +87,6 @@ CANDIDATES: dict[str, tuple[dict[str, Any], list[str], str]] = {
                                   "learning rates 3e-3, gamma 0.999, tau 0.05, default reward"),
     "aggressive_seed_shape_tau0.2": ({**VECTOR, **SEED_SHAPE}, [*AGGRESSIVE, "tau=0.2"],
                                      "aggressive + seed's shape, tau 0.2"),
-    "seed_shape_gamma0.999_tau1": ({**VECTOR, **SEED_SHAPE}, ["lr_actor=0.001", "lr_critic=0.001", "gamma=0.999", "tau=1.0"],
-                                   "seed's shape, lr 1e-3, gamma 0.999, target = online (tau 1)"),
     "image_default": (IMAGE, [], "image obs with the CNN encoders, TD3 defaults"),
     "image_aggressive": (IMAGE, AGGRESSIVE, "image obs + aggressive"),
     "image_aggressive_seed_shape": ({**IMAGE, **SEED_SHAPE}, AGGRESSIVE, "image + aggressive + seed's shape"),
@@ -222,8 +220,9 @@ def write(records: list[dict[str, Any]], out: Path, md: Path, command: str) -> N
     out.write_text(json.dumps(payload, indent=1))
     md.write_text(
         "Divergent-regime search on `drive` (TD3 safeguards on unless an override says otherwise); guard "
-        f"GuardConfig() defaults (tolerance 0.1, patience 2), report every {REPORT_EVERY}; one run at a time, "
-        "one torch thread. 'there' = at the guard's stop, or at the report of peak actor-path Q max when not "
+        f"GuardConfig() defaults (tolerance 0.1, patience 2), report every {REPORT_EVERY}; one torch thread per "
+        "run, runs in one process one after the other (several such processes may have shared the machine: wall s "
+        "is not a speed measurement). 'there' = at the guard's stop, or at the report of peak actor-path Q max when not "
         f"stopped.\n\n{summary(records)}\n\n{table(records)}\n"
     )
 

@@ -32,8 +32,9 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agents import TD3Config
 from study.config import TrialConfig
 
 if TYPE_CHECKING:
@@ -59,32 +60,52 @@ class TrialPlan(BaseModel):
     config: TrialConfig
 
 
-def arms(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
-    """The grid designs' arms, in study-file order, each as (name, overrides of the base config)."""
-    base = spec.agent.model_dump()
+def arms(spec: StudySpec, regime: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The grid designs' arms, in study-file order, each as (name, overrides of the base config).
+    A factor level counts as a change when it differs from the base config's value, validated
+    (``1e-3`` and ``0.001`` are one level) and, given a ``regime``, from that regime's."""
+    base = base_agent(spec, regime)
+
+    def differs(name: str, level: Any) -> bool:
+        try:
+            return TD3Config.model_validate({**base, name: level}).model_dump()[name] != base[name]
+        except ValidationError:  # invalid with this base: a change, which the study's checks then name
+            return True
+
     if spec.design == "factorial":
         names = list(spec.factors)
         combos = [dict(zip(names, values)) for values in itertools.product(*spec.factors.values())]
-        changed = [{k: v for k, v in combo.items() if v != base[k]} for combo in combos]
+        changed = [{k: v for k, v in combo.items() if differs(k, v)} for combo in combos]
     elif spec.design == "one_at_a_time":
-        changed = [{}] + [{name: level} for name, levels in spec.factors.items() for level in levels if level != base[name]]
+        changed = [{}] + [{name: level} for name, levels in spec.factors.items() for level in levels if differs(name, level)]
     else:
         return []
     named = [(arm_name(overrides), overrides) for overrides in changed]
     return named + [(arm.name or arm_name(arm.set), dict(arm.set)) for arm in spec.arms]
 
 
+def base_agent(spec: StudySpec, regime: str | None = None) -> dict[str, Any]:
+    """The validated TD3 settings every arm starts from: the study's agent, changed by the regime's."""
+    changes = spec.regimes[regime].agent if regime is not None else {}
+    return TD3Config.model_validate({**spec.agent.model_dump(), **changes}).model_dump()
+
+
 def expand(spec: StudySpec) -> list[TrialPlan]:
-    """Every (arm, seed) trial of a grid design, arm by arm (regime by regime, if it has regimes)."""
+    """Every (arm, seed) trial of a grid design, arm by arm (regime by regime, if it has regimes).
+    In a regime, an arm whose TD3 config equals an earlier arm's (its baseline's, above all) is
+    that arm and does not run twice."""
     if not spec.regimes:
         return [make_plan(spec, name, overrides, seed) for name, overrides in arms(spec) for seed in spec.seeds]
     plans = []
     for regime, settings in spec.regimes.items():
-        regime_agent = {**spec.agent.model_dump(), **settings.agent}
-        for name, overrides in arms(spec):
-            if name != BASELINE and all(regime_agent[k] == v for k, v in overrides.items()):
-                continue  # the regime's own baseline under another name
-            plans += [make_plan(spec, name, overrides, seed, regime) for seed in settings.seeds or spec.seeds]
+        seeds = settings.seeds or spec.seeds
+        configs = set()
+        for name, overrides in arms(spec, regime):
+            first = make_plan(spec, name, overrides, seeds[0], regime)
+            if (config := first.config.agent.model_dump_json()) in configs:
+                continue
+            configs.add(config)
+            plans += [first] + [make_plan(spec, name, overrides, seed, regime) for seed in seeds[1:]]
     return plans
 
 
@@ -106,7 +127,8 @@ def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int, r
             "torch_threads": max(1, math.floor(spec.resources.cpu)),
         }
     )
-    levels = {name: agent[name] for name in factor_names(spec)}
+    validated = config.agent.model_dump(mode="json")  # "1e-3" as 0.001; tuples as the lists JSON reads back
+    levels = {name: validated[name] for name in factor_names(spec)}
     if regime is not None:
         arm = f"{regime}{REGIME_SEPARATOR}{arm}"
     return TrialPlan(arm=arm, seed=seed, overrides=overrides, levels=levels, regime=regime, config=config)

@@ -33,7 +33,7 @@ from rich.table import Table
 
 from analysis.load import load_study
 from analysis.verdicts import verdict_line
-from analysis.tables import arm_comparisons, missing_baselines
+from analysis.tables import arm_comparisons, missing_baselines, no_baseline_ran
 from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS
@@ -319,7 +319,8 @@ def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
         return
     try:
         results = load_study(storage, spec.name, tracking_uri=tracking_uri)
-        if missing := missing_baselines(results.trials["arm"]):
+        missing = missing_baselines(results.trials["arm"])
+        if no_baseline_ran(results.trials["arm"]):
             print(f"\nVerdicts: none, the study has no {' or '.join(map(repr, missing))} arm to compare against")
             return
         lines = [verdict_line(c) for c in arm_comparisons(results.trials, results.curves)]
@@ -332,6 +333,8 @@ def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
     print(f"\nVerdicts (each arm against {against}; {report} has the tables):")
     for line in lines:
         print(f"  {line}")
+    if missing:
+        print(f"  (no {' or '.join(map(repr, missing))} arm ran: its regime's arms are not compared)")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@ evaluations only, explosion-rate bars at the table's rates."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
@@ -73,6 +75,23 @@ def test_return_curves_only_at_evaluations(results: load.StudyResults) -> None:
     baseline = next(line for line in ax.get_lines() if line.get_label() == "baseline")
     assert list(baseline.get_xdata()) == [1000, 2000]
     assert list(baseline.get_ydata()) == [-950, -500]  # mean of the two seeds
+
+
+def in_regimes(results: load.StudyResults, regimes: list[str]) -> load.StudyResults:
+    """The same trials run once in each regime, named regime/arm as a study with regimes names them."""
+    def copies(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([frame.assign(arm=f"{r}/" + frame["arm"], trial_id=f"{r}/" + frame["trial_id"]) for r in regimes])
+    return dataclasses.replace(results, trials=copies(results.trials), curves=copies(results.curves))
+
+
+def test_returns_get_a_panel_per_regime_and_an_arm_one_colour_in_every_regime(results: load.StudyResults) -> None:
+    fig = plots.return_figure(in_regimes(results, ["healthy", "runaway"]))
+    assert [ax.get_title().split(":")[0] for ax in fig.axes] == ["Regime healthy", "Regime runaway"]
+    colors = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes]
+    assert list(colors[1]) == ["runaway/baseline", "runaway/tau=0.5", "runaway/tau=1.0"]
+    assert [colors[0][f"healthy/{arm}"] for arm in ("baseline", "tau=0.5", "tau=1.0")] == list(colors[1].values())
+    assert len(set(colors[1].values())) == 3
+    np.testing.assert_array_equal(_line(fig.axes[1], "runaway/baseline").get_ydata(), [-950, -500])
 
 
 def test_explosion_bars_are_the_table_rates(results: load.StudyResults, tmp_path: Path) -> None:

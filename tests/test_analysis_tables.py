@@ -161,9 +161,12 @@ def test_with_regimes_each_arm_is_compared_with_its_own_regimes_baseline() -> No
     assert versus.loc["healthy/critic_l2=0.01", "return_diff"] == 0.0
     assert tables.arm_order([r["arm"] for r in rows]) == [
         "healthy/baseline", "healthy/critic_l2=0.01", "runaway/baseline", "runaway/critic_l2=0.01"]
+    # A regime whose baseline did not run leaves out its own arms only.
     without = [r for r in rows if r["arm"] != "runaway/baseline"]
-    with pytest.raises(ValueError, match=r"\['runaway/baseline'\] not found"):
-        tables.versus_baseline(*study(without))
+    assert list(tables.versus_baseline(*study(without)).index) == ["healthy/critic_l2=0.01"]
+    assert tables.missing_baselines([r["arm"] for r in without]) == ["runaway/baseline"]
+    with pytest.raises(ValueError, match=r"\['healthy/baseline', 'runaway/baseline'\] not found"):
+        tables.versus_baseline(*study([r for r in without if r["arm"] != "healthy/baseline"]))
 
 
 def factorial(seeds: int = 3, unmatched: tuple[int, ...] = ()) -> list[dict]:

@@ -124,14 +124,27 @@ def test_regimes_cross_every_arm_with_each_regime_and_name_trials_regime_slash_a
     assert healthy[:3] == [("healthy/baseline", 0), ("healthy/baseline", 1), ("healthy/critic_l2=0.01", 0)]
     assert len(healthy) == len(arms(spec)) * 2
     runaway = {p.arm: p for p in plans if p.regime == "runaway"}
-    # tau=0.02 is the runaway regime's own setting: that arm is its baseline, not run twice
+    # tau=0.02 is the runaway regime's own setting: that arm is its baseline, not run twice; the
+    # study's base level, tau=0.005, is a change there and runs
     assert "runaway/tau=0.02" not in runaway and "healthy/tau=0.02" in {p.arm for p in plans}
+    assert runaway["runaway/tau=0.005"].config.agent.tau == 0.005 and "healthy/tau=0.005" not in {p.arm for p in plans}
     assert sum(p.arm == "runaway/critic_l2=0.01" for p in plans) == 3  # the regime's own seeds
     l2 = runaway["runaway/critic_l2=0.01"].config
     assert (l2.agent.lr_critic, l2.agent.tau, l2.agent.critic_l2) == (0.003, 0.02, 0.01)  # regime, then arm
     assert l2.env_settings == {"g": 12.0}
     assert runaway["runaway/tau=1.0"].config.agent.tau == 1.0  # the arm wins over the regime
     assert runaway["runaway/baseline"].levels["lr_critic"] == 0.003  # the regime's fields are params too
+
+
+def test_in_a_regime_an_arm_equal_to_an_earlier_one_once_validated_does_not_run_twice() -> None:
+    """YAML reads 1e-3 as the string '1e-3'; validated, it is the regime's 0.001."""
+    data = spec_with(factors={"lr_critic": ["1e-3", 3e-4]}, arms=[{"name": "same", "set": {"lr_critic": 0.001}}],
+                     regimes={"fast": {"agent": {"lr_critic": 0.001}}})
+    names = [p.arm for p in expand(validate_spec(data)) if p.seed == 0]
+    assert names == ["fast/baseline", "fast/lr_critic=0.0003"]
+    assert expand(validate_spec(data))[0].levels["lr_critic"] == 0.001
+    plain = spec_with(agent={"lr_critic": 0.001}, factors={"lr_critic": ["1e-3", 3e-4]}, arms=[])
+    assert [name for name, _ in arms(validate_spec(plain))] == ["baseline", "lr_critic=0.0003"]
 
 
 def test_a_regime_merges_nested_env_settings_key_by_key() -> None:
@@ -159,6 +172,30 @@ def test_a_bad_regime_is_refused_naming_the_regime(regimes: dict[str, Any], frag
     with pytest.raises(SpecError) as caught:
         validate_spec(data)
     assert fragment in str(caught.value)
+
+
+def test_every_bad_regime_is_named_at_once() -> None:
+    regimes = {"a": {"seeds": [1, 1]}, "b": {"agent": {"tua": 0.1}}, "c": {"agent": {"tau": 2.0}}}
+    with pytest.raises(SpecError) as caught:
+        validate_spec(spec_with(regimes=regimes))
+    for fragment in ("a: seeds must be distinct", "b: unknown TD3 field(s) ['tua']", "c: tau=2.0"):
+        assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"design": "factorial", "arms": []}, "'regimes' need design 'one_at_a_time'"),
+        ({"reference": [{"source": "a paper", "env": "Pendulum-v1", "env_steps": 1000, "measure": "mean",
+                         "returns": {"baseline": {"mean": 1.0}}}]}, "'reference' names bare arms"),
+        ({"smoke": {"regimes": {"healty": {"seeds": [0]}}}}, "regimes ['healty'] are not regimes of the file"),
+    ],
+)
+def test_regimes_refuse_what_they_cannot_mean(changes: dict[str, Any], fragment: str) -> None:
+    for smoke in (False, True):
+        with pytest.raises(SpecError) as caught:
+            validate_spec(spec_with(regimes=REGIMES, **changes), smoke=smoke)
+        assert fragment in str(caught.value)
 
 
 def test_optuna_takes_no_regimes() -> None:

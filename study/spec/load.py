@@ -44,15 +44,17 @@ def load_spec(name_or_path: str, *, smoke: bool = False) -> StudySpec:
 
 
 def validate_spec(data: dict[str, Any], *, source: str = "study file", smoke: bool = False) -> StudySpec:
-    """Validate a study mapping; raise ``SpecError`` listing every problem at once."""
-    if smoke:
-        data = apply_smoke(data)
-    try:
-        return StudySpec.model_validate(data)
-    except ValidationError as err:
-        lines = describe_errors(err, StudySpec)
-        mode = " (with --smoke)" if smoke else ""
-        raise SpecError(f"{source}{mode}: {len(lines)} problem(s)\n" + "\n".join(f"  {line}" for line in lines)) from None
+    """Validate a study mapping; raise ``SpecError`` listing every problem at once. With ``smoke``
+    the file must be valid as it is too (its smoke section names only what the file has), then
+    with the smoke section merged in."""
+    for merged in [False, True] if smoke else [False]:
+        try:
+            spec = StudySpec.model_validate(apply_smoke(data) if merged else data)
+        except ValidationError as err:
+            lines = describe_errors(err, StudySpec)
+            mode = " (with --smoke)" if merged else ""
+            raise SpecError(f"{source}{mode}: {len(lines)} problem(s)\n" + "\n".join(f"  {line}" for line in lines)) from None
+    return spec
 
 
 def apply_smoke(data: dict[str, Any]) -> dict[str, Any]:

@@ -127,18 +127,11 @@ class Regime(BaseModel):
     env_settings: dict[str, Any] = Field(default_factory=dict, description="over the study's env_settings")
     seeds: list[int] | None = Field(None, min_length=1, description="default: the study's seeds")
 
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
-        if seeds is not None:
-            distinct_seeds(seeds)
-        return seeds
 
-
-def distinct_seeds(seeds: list[int]) -> list[int]:
+def seeds_problem(seeds: list[int]) -> str | None:
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"seeds must be distinct integers >= 0 (got {seeds})")
-    return seeds
+        return f"seeds must be distinct integers >= 0 (got {seeds})"
+    return None
 
 
 class FaultInjection(BaseModel):
@@ -252,6 +245,8 @@ class StudySpec(BaseModel):
             if not REGIME_NAME.fullmatch(name):
                 problems.append(f"{name!r}: a regime's name is a letter then letters, digits, '_', '.' or '-'")
             problems += [f"{name}: {p}" for p in agent_problems(base, regime.agent)]
+            if regime.seeds and (problem := seeds_problem(regime.seeds)):
+                problems.append(f"{name}: {problem}")
             if env is not None and regime.env_settings:
                 try:
                     check_env_settings(env, deep_merge(info.data.get("env_settings", {}), regime.env_settings))
@@ -276,15 +271,21 @@ class StudySpec(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        return distinct_seeds(seeds)
+        if problem := seeds_problem(seeds):
+            raise ValueError(problem)
+        return seeds
 
     @field_validator("smoke")
     @classmethod
-    def _smoke_keys(cls, smoke: dict[str, Any]) -> dict[str, Any]:
+    def _smoke_keys(cls, smoke: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         allowed = sorted(set(cls.model_fields) - {"name", "smoke"})
         unknown = sorted(set(smoke) - set(allowed))
         if unknown:
             raise ValueError(f"unknown keys {unknown}; allowed: {', '.join(allowed)}")
+        regimes = smoke.get("regimes")
+        if isinstance(regimes, dict) and (new := sorted(set(regimes) - set(info.data.get("regimes", {})))):
+            # The smoke section merges into the file: a misspelt regime would add one, not shrink one.
+            raise ValueError(f"regimes {new} are not regimes of the file; its regimes: {sorted(info.data.get('regimes', {}))}")
         return smoke
 
     @model_validator(mode="after")
@@ -306,8 +307,13 @@ class StudySpec(BaseModel):
                 problems.append(f"arms repeat: {repeated} (an extra arm equals a factor level or another arm)")
             for regime in self.regimes or [None]:
                 where = f"regime {regime}, " if regime else ""
-                problems += [f"{where}arm {arm}: {p}" for arm, overrides in arms(self)
+                problems += [f"{where}arm {arm}: {p}" for arm, overrides in arms(self, regime)
                              for p in trial_problems(self, overrides, regime)]
+        if self.regimes and self.design != "one_at_a_time":
+            # A factorial's main effects pair trials by cell; across regimes the cells would mix.
+            problems.append(f"'regimes' need design 'one_at_a_time' (each arm against its regime's baseline), not {self.design!r}")
+        if self.regimes and self.reference:
+            problems.append("'reference' names bare arms; a study with 'regimes' names them regime/arm: use one or the other")
         if self.scheduler.asha is None:
             self.scheduler = self.scheduler.model_copy(update={"asha": self.design == "optuna"})
         sched, budget = self.scheduler, self.budget
