@@ -26,7 +26,8 @@ NAN = math.nan
 
 
 def _report(step: int, eval_return: float, q_max: float, q_min: float) -> dict[str, float]:
-    """A report row as run_trial makes it: every REPORT_KEYS key, guard metrics filled in."""
+    """A report row as run_trial makes it: every REPORT_KEYS key, guard metrics filled in, buffer Q
+    halfway between 0 and the actor-path minimum (Pendulum's values are negative)."""
     low, high = Q_INTERVAL
     excess = max(q_max - high, low - q_min, 0.0) / (high - low) if math.isfinite(q_max) else math.inf
     return m.complete_report(
@@ -39,6 +40,7 @@ def _report(step: int, eval_return: float, q_max: float, q_min: float) -> dict[s
             m.Q_LOW: low,
             m.Q_HIGH: high,
             m.GUARD_EXCESS: excess,
+            m.Q1_VALUE: q_min / 2,
         }
     )
 
@@ -62,8 +64,9 @@ TRIALS = {
 
 
 def write_mlflow_study(storage: Path, design: str = "one_at_a_time") -> str:
-    """The store study.run's callback writes: study run > arm runs > trial runs, nested, with the
-    contract's tags, JSON parameters and ``summary/*`` metrics (``study.results``)."""
+    """The store study.run's callback writes: a study run, arm runs tagged with it, trial runs nested
+    under their arm, with the contract's tags, JSON parameters and ``summary/*`` metrics
+    (``study.results``)."""
     uri = r.default_tracking_uri(storage)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment(STUDY, artifact_location=str(storage / "mlartifacts"))
@@ -73,7 +76,7 @@ def write_mlflow_study(storage: Path, design: str = "one_at_a_time") -> str:
         client.log_param(study, key, r.encode_param(value))
     arm_ids = {}
     for arm, levels in ARMS.items():
-        tags = {r.ROLE: "arm", r.ARM: arm, r.PARENT: study, r.STUDY_RUN: study}
+        tags = {r.ROLE: "arm", r.ARM: arm, r.STUDY_RUN: study}
         arm_ids[arm] = client.create_run(experiment, tags=tags, run_name=arm).info.run_id
         for key, value in levels.items():
             client.log_param(arm_ids[arm], key, r.encode_param(value))
