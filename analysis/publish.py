@@ -77,7 +77,7 @@ NOTE_TAG = "mlflow.note.content"  # an experiment's description, Markdown, shown
 NOTE_MARK = "<!-- analysis.publish -->"  # a description this module wrote, and may write again
 DEFAULT_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
 MODEL_TRAINING_PAGES = "workflowType=machine_learning"  # the UI's switch to its runs pages (module docstring)
-HEADER_PX_PER_CHAR, HEADER_PADDING_PX = 6, 32  # a runs-table header's width for its whole name (MLflow 3.17's font)
+CELL_PX_PER_CHAR, CELL_PADDING_PX = 7, 32  # a runs-table column wide enough for its text (MLflow 3.17's font)
 
 
 # --- pure: what gets written -------------------------------------------------------------------
@@ -118,20 +118,31 @@ def new_points(wanted: list[Metric], stored: Mapping[tuple[str, int], float]) ->
     return [p for p in wanted if (p.key, p.step) not in stored or not same(stored[p.key, p.step], p.value)]
 
 
-def runs_view(study_run_id: str) -> dict[str, object]:
+def runs_view(study_run_id: str, arm_figures: Mapping[str, Mapping[str, float]]) -> dict[str, object]:
     """The runs-table view state MLflow's UI restores from a shared-view tag: the study's arm and seed
     runs (seeds fold under their arm), in the order the arms started, with the ``VIEW_FIGURES``
-    columns."""
-    columns = [f"metrics.`{r.ARM_PREFIX}{name}`" for name in VIEW_FIGURES]
+    columns, each as wide as its name and the arms' values in it (``arm_figures``: arm -> its
+    ``arm_metrics``), which the UI writes out in full."""
+    keys = [r.ARM_PREFIX + name for name in VIEW_FIGURES]
+    columns = [f"metrics.`{key}`" for key in keys]
+
+    def width(key: str) -> int:
+        longest = max([len(key), *(len(_as_the_ui_writes(figures[key])) for figures in arm_figures.values())])
+        return CELL_PADDING_PX + CELL_PX_PER_CHAR * longest
+
     return {
         "searchFilter": f"tags.`{r.STUDY_RUN}` = '{study_run_id}'",
         "orderByKey": "attributes.start_time",
         "orderByAsc": True,
         "selectedColumns": columns,
         "columnOrder": columns,
-        "columnWidths": {column: HEADER_PADDING_PX + HEADER_PX_PER_CHAR * len(r.ARM_PREFIX + name)
-                         for column, name in zip(columns, VIEW_FIGURES, strict=True)},
+        "columnWidths": {column: width(key) for column, key in zip(columns, keys, strict=True)},
     }
+
+
+def _as_the_ui_writes(value: float) -> str:
+    """A metric's value as MLflow's UI shows it (JavaScript's shortest round-trip text: 2, not 2.0)."""
+    return "NaN" if math.isnan(value) else str(int(value)) if value.is_integer() else repr(value)
 
 
 def runs_page_route(experiment_id: str, study_run_id: str) -> str:
@@ -196,25 +207,26 @@ def publish(results: StudyResults, report_dir: Path | str) -> str | None:
     if runs is None:
         return None
     client = MlflowClient(runs.tracking_uri)
-    _log_arms(client, runs, results)
+    table = tables.ablation_table(results.trials, results.curves)
+    # An arm run whose trials never started has no row.
+    figures = {arm: arm_metrics(table.loc[arm]) for arm in runs.arm_runs if arm in table.index}
+    _log_arms(client, runs, figures, seed_mean_curves(results.curves))
     _log_report(client, runs.study_run_id, Path(report_dir))
-    client.set_experiment_tag(runs.experiment_id, SHARED_VIEW_TAG + runs.study_run_id, json.dumps(runs_view(runs.study_run_id)))
+    view = runs_view(runs.study_run_id, figures)
+    client.set_experiment_tag(runs.experiment_id, SHARED_VIEW_TAG + runs.study_run_id, json.dumps(view))
     note = client.get_experiment(runs.experiment_id).tags.get(NOTE_TAG)
     if note is None or note.startswith(NOTE_MARK):  # never overwrite a description a person wrote
         client.set_experiment_tag(runs.experiment_id, NOTE_TAG, experiment_note(results.name, runs.experiment_id, runs.study_run_id))
     return runs_page_url(runs.tracking_uri, runs.experiment_id, runs.study_run_id)
 
 
-def _log_arms(client: MlflowClient, runs: MlflowRuns, results: StudyResults) -> None:
-    """Each arm run's figures and mean curves: the points its history does not hold as they are."""
-    table = tables.ablation_table(results.trials, results.curves)
-    means = seed_mean_curves(results.curves)
+def _log_arms(client: MlflowClient, runs: MlflowRuns, figures: Mapping[str, Mapping[str, float]], means: pd.DataFrame) -> None:
+    """Each arm run's figures (at step 0) and mean curves: the points its history does not hold as they are."""
     curved = set(means.index.get_level_values("arm"))
     now = int(time.time() * 1000)
-    for arm, run_id in runs.arm_runs.items():
-        if arm not in table.index:
-            continue  # an arm run whose trials never started
-        points = [Metric(key, value, now, 0) for key, value in arm_metrics(table.loc[arm]).items()]
+    for arm, arm_figures in figures.items():
+        run_id = runs.arm_runs[arm]
+        points = [Metric(key, value, now, 0) for key, value in arm_figures.items()]
         points += curve_metrics(means.loc[arm], now) if arm in curved else []
         points = new_points(points, _stored(client, run_id, {point.key for point in points}))
         for start in range(0, len(points), MAX_METRICS_PER_BATCH):

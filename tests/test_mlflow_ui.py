@@ -94,6 +94,9 @@ def test_a_new_user_sees_the_arms_side_by_side_with_their_figures_and_the_report
             for name, figure in COLUMNS.items():
                 shown = cell_value(rows[arm][f"metrics.`{r.ARM_PREFIX}{name}`"])
                 assert shown == pytest.approx(float(figures[figure]), rel=1e-9, nan_ok=True), (arm, name, shown)
+        truncated = page.evaluate("[...document.querySelectorAll('.ag-row [col-id^=\"metrics.\"] .ag-cell-value')]"
+                                  ".filter(value => value.scrollWidth > value.clientWidth).map(value => value.innerText)")  # fmt: skip
+        assert not truncated, f"cut short on screen: {truncated}"
         headers = page.evaluate("[...document.querySelectorAll('.ag-header-cell')].sort((a, b) => a.getBoundingClientRect().left"
                                 " - b.getBoundingClientRect().left).map(c => c.getAttribute('col-id'))")  # fmt: skip
         assert [h for h in headers if h.startswith("metrics.")] == [f"metrics.`{r.ARM_PREFIX}{n}`" for n in COLUMNS]
