@@ -2,6 +2,9 @@
 #   make study   install into .venv, then run the default study (python -m study.run)
 #   make test    install into .venv, then run the whole test suite
 # The CPU build of torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
+# The install also puts Debian's chromium on a machine without one (apt-get, as root): the test of
+# the MLflow UI drives a real browser, and browsers that Python packages download cannot be fetched
+# here. Without apt-get it says so, and that test is skipped.
 # On a GPU machine pick the CUDA build instead, e.g. make study TORCH_SPEC='torch==2.13.0'
 # with pip configured for the CUDA wheel index.
 
@@ -16,6 +19,9 @@ PY := $(VENV)/bin/python
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -q && apt-get install -y -q chromium; } \
+		|| echo "chromium not installed (it takes apt-get, as root, and a package mirror): the MLflow UI test is skipped"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet '$(TORCH_SPEC)'

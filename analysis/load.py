@@ -47,6 +47,16 @@ class StudyNotFound(LookupError):
 
 
 @dataclass(frozen=True)
+class MlflowRuns:
+    """Where a study read from MLflow lives there, for writing its aggregates and report back."""
+
+    tracking_uri: str
+    experiment_id: str
+    study_run_id: str
+    arm_runs: dict[str, str]  # arm name -> its run id
+
+
+@dataclass(frozen=True)
 class StudyResults:
     """One study's results, whichever store they came from."""
 
@@ -58,6 +68,7 @@ class StudyResults:
     source: str  # where they came from: the tracking URI or the Tune folder
     env: str = ""  # the env the study ran on ("" where the store does not say)
     reference: tuple[Reference, ...] = ()  # the study file's published returns (study.spec.schema.Reference)
+    mlflow: MlflowRuns | None = None  # None when read from a Tune folder
 
 
 def load_study(
@@ -82,7 +93,8 @@ def load_study(
 
 
 def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConfig | None = None) -> StudyResults:
-    """A study from an MLflow store: study run -> arm runs -> trial runs, nested by parent id."""
+    """A study from an MLflow store: the study run, its arm runs (tagged with its id), the trial runs
+    nested under them."""
     client = MlflowClient(tracking_uri=tracking_uri)
     experiments = {
         e.name: e.experiment_id for e in client.search_experiments() if _search(client, e.experiment_id, "study", 1)
@@ -94,7 +106,7 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
     # latest is the study asked about.
     study_run = max(_search(client, experiment_id, "study"), key=lambda run: run.info.start_time)
     design = study_run.data.tags.get(r.STUDY_DESIGN, "")
-    arms = [run for run in _search(client, experiment_id, "arm") if _parent(run) == study_run.info.run_id]
+    arms = [run for run in _search(client, experiment_id, "arm") if run.data.tags.get(r.STUDY_RUN) == study_run.info.run_id]
     arm_levels = {
         run.data.tags[r.ARM]: {key: format_value(r.decode_param(text), exact=True) for key, text in run.data.params.items()}
         for run in arms
@@ -116,7 +128,9 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
         records.append(_trial_record(identity, levels, outcome, summary, curve, guard))
         curves.append(curve)
     env = str(r.decode_param(study_run.data.params.get("env")) or "")
-    return _results(name, design, factors, records, curves, tracking_uri, env=env, reference=_mlflow_reference(client, study_run))
+    runs = MlflowRuns(tracking_uri, experiment_id, study_run.info.run_id, {run.data.tags[r.ARM]: run.info.run_id for run in arms})
+    reference = _mlflow_reference(client, study_run)
+    return _results(name, design, factors, records, curves, tracking_uri, runs, env=env, reference=reference)
 
 
 def _search(client: MlflowClient, experiment_id: str, role: str, max_results: int | None = None) -> list[Run]:
@@ -290,6 +304,7 @@ def _results(
     records: list[dict[str, Any]],
     curves: list[pd.DataFrame],
     source: str,
+    runs: MlflowRuns | None = None,
     *,
     env: str,
     reference: tuple[Reference, ...],
@@ -301,7 +316,7 @@ def _results(
     trials = trials.sort_values(["arm", "seed"], key=_arm_sort_key).reset_index(drop=True)
     columns = [*identity, m.ENV_STEPS, *CURVE_COLUMNS]
     curve_table = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
-    return StudyResults(name, design, factors, trials, curve_table, source, env, reference)
+    return StudyResults(name, design, factors, trials, curve_table, source, env, reference, runs)
 
 
 def _arm_sort_key(column: pd.Series) -> pd.Series:

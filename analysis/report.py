@@ -24,6 +24,7 @@ from analysis import plots, tables
 from analysis.verdicts import MIN_SEEDS, span, verdict_line
 from analysis.load import StudyNotFound, StudyResults, load_study
 from study.spec.schema import PublishedReturn, Reference
+from analysis.publish import how_to_open, publish
 
 REPORT_DIR = "report"
 
@@ -422,9 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if results.trials.empty:
         parser.error(f"study {results.name!r} has no trials yet")
     path, arms = write_report(results, args.out or args.storage / results.name / REPORT_DIR)
+    arms_url = publish(results, path.parent)  # the arms' aggregates and this report, into the study's MLflow store
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 40):
         print(format_ablation(arms).to_string())
     print(f"\nreport: {path}\n        {path.with_suffix('.html')}")
+    if results.mlflow is not None:
+        print("\n".join(how_to_open(results.mlflow.tracking_uri, arms_url)))
     return 0
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import gymnasium
 import numpy as np
 
-import envs.drive  # noqa: F401  (registers Drive-v0)
+import envs  # noqa: F401  (registers Drive-v0)
 
 Peer = tuple[str, Callable[[], gymnasium.Env]]
 

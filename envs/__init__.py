@@ -3,6 +3,10 @@
 ``make("drive", settings)`` builds the embedded driving simulator, ``make("carla", settings)``
 the CARLA client env, and any other name goes to ``gymnasium.make``. Settings are validated by
 the env's own pydantic config, so a typo fails here, before any training starts.
+
+``import envs`` registers ``Drive-v0`` with gymnasium, as ``import highway_env`` registers its envs,
+so ``gymnasium.make("Drive-v0")`` works after it. The registration names the entry point as text:
+the simulator's modules load on the first ``make``, not on import.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from envs.validation import describe_errors
 # Short names users type on the command line and in study files.
 DRIVE = "drive"
 CARLA = "carla"
+DRIVE_ENV_ID = "Drive-v0"  # the embedded simulator's gymnasium id
+
+if DRIVE_ENV_ID not in gym.registry:
+    gym.register(id=DRIVE_ENV_ID, entry_point="envs.drive.env:DriveEnv")
 
 
 class EnvSettingsError(ValueError):
@@ -49,10 +57,8 @@ def needs_server(name: str) -> bool:
 def make(name: str, settings: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
     """Build an env by short name (``drive``, ``carla``) or gymnasium id, with its settings."""
     settings = dict(settings or {})
-    if name in (DRIVE, "Drive-v0"):
-        import envs.drive  # noqa: F401  (registers Drive-v0)
-
-        return _gym_make("Drive-v0", settings, render_mode)
+    if name in (DRIVE, DRIVE_ENV_ID):
+        return _gym_make(DRIVE_ENV_ID, settings, render_mode)
     if name == CARLA:
         try:
             from envs.carla.env import CarlaEnv

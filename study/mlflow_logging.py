@@ -1,10 +1,16 @@
-"""MLflow from the study driver: a run per study, a nested run per arm, one per trial under it.
+"""MLflow from the study driver: a run per study, a run per arm, one per trial nested under its arm.
 
 Ray's own MLflow callback makes one flat run per trial and logs each metric with its own call;
 on SQLite 1,000 ``log_metric`` calls take about 23 s against 0.1 s for one ``log_batch`` of 1,000,
-and a report carries ~50 metrics. So this callback nests runs (study -> arm -> trial, as the
-analysis and the MLflow UI compare them) and writes each report with a single ``log_batch``.
+and a report carries ~50 metrics. So this callback groups runs (arm -> trial, as the analysis and
+the MLflow UI compare them) and writes each report with a single ``log_batch``.
 It runs in the driver only: one writer, no SQLite lock fights between trial processes.
+
+Arm runs are top-level runs tied to their study by the tag ``study.run_id``, not nested under the
+study run: MLflow's UI folds nested runs under a collapsed parent, and the arms side by side are
+what a study is opened for. Their aggregates and the report come at the study's end
+(``analysis.publish``). The experiment is tagged ``mlflow.experimentKind`` =
+``custom_model_development``: model training, not a GenAI app.
 
 Layout (``study.results``, the results contract): tags ``study.role`` (study | arm | trial),
 ``arm``, ``seed``, ``trial_id``, ``stop_reason``, ``stop_step``; params are the factor levels under
@@ -77,12 +83,15 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def open_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
-    """The study's experiment id, created on first use (artifacts under ``artifact_root``)."""
+    """The study's experiment id, created on first use (artifacts under ``artifact_root``), tagged
+    as model development (``r.EXPERIMENT_KIND``) whether it is new or an older study's."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+        return client.create_experiment(name, artifact_location=location, tags={r.EXPERIMENT_KIND: r.MODEL_DEVELOPMENT})
+    if experiment.tags.get(r.EXPERIMENT_KIND) != r.MODEL_DEVELOPMENT:
+        client.set_experiment_tag(experiment.experiment_id, r.EXPERIMENT_KIND, r.MODEL_DEVELOPMENT)
+    return experiment.experiment_id
 
 
 def create_study_run(client: MlflowClient, experiment_id: str, spec: StudySpec, *, smoke: bool) -> str:
@@ -172,7 +181,7 @@ class MlflowStudyCallback(tune.Callback):
         if plan.arm not in self._arm_runs:
             run_id = self._find("arm", **{r.ARM: plan.arm})
             if run_id is None:
-                run_id = self._create(plan.arm, {r.ROLE: "arm", r.ARM: plan.arm, r.PARENT: self._study_run_id})
+                run_id = self._create(plan.arm, {r.ROLE: "arm", r.ARM: plan.arm})  # top level: see the module docstring
                 self._log_params(run_id, encoded_params("", plan.levels))
             self._arm_runs[plan.arm] = run_id
         return self._arm_runs[plan.arm]

@@ -9,12 +9,14 @@ Layout:
 
 - ``<storage>/<study>/study.json``: the validated study file and the MLflow study run's id;
   Tune's folders beside it (``params.json`` holds each trial's plan, ``result.json`` its reports).
-- MLflow (``sqlite:///<storage>/mlflow.db`` by default): a run per study, a nested run per arm,
-  a nested run per seed, told apart by the tag ``study.role``; arm and seed runs carry the tags
-  ``arm``, ``seed``, ``trial_id``, ``stop_reason``, ``stop_step``, and parameters as JSON text
-  (``null``, ``true``, ``0.01``, ``[256, 256]``; strings as themselves) that ``decode_param``
-  reads back as the values. The study run holds the study file's published returns
-  (``reference``), when it has any, as the artifact ``reference.json``.
+- MLflow (``sqlite:///<storage>/mlflow.db`` by default): a run per study, a run per arm (top
+  level, tagged ``study.run_id`` with its study run) and a run per seed nested under its arm,
+  told apart by the tag ``study.role``; arm and seed runs carry the tags ``arm``, ``seed``,
+  ``trial_id``, ``stop_reason``, ``stop_step``, and parameters as JSON text (``null``, ``true``,
+  ``0.01``, ``[256, 256]``; strings as themselves) that ``decode_param`` reads back as the values.
+  At the study's end arm runs get the arm's aggregates (``ARM_PREFIX``, ``SEED_MEAN_PREFIX``) and
+  the study run the report (``REPORT_ARTIFACTS``), by ``analysis.publish``. The study run holds
+  the study file's published returns (``reference``), when it has any, as ``reference.json``.
 """
 
 from __future__ import annotations
@@ -40,15 +42,22 @@ REFERENCE_FILE = "reference.json"  # the study file's published returns (``refer
 # MLflow tags
 ROLE = "study.role"  # study | arm | trial
 STUDY_RUN = "study.run_id"  # on arm and trial runs: the study run they belong to
-PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
+PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag: a trial run's arm run
 STUDY_NAME, STUDY_DESIGN, STUDY_SMOKE = "study.name", "study.design", "study.smoke"
 ARM, SEED, TRIAL_ID, RETRIES = "arm", "seed", "trial_id", "retries"
 STOP_REASON, STOP_STEP = "stop_reason", "stop_step"  # also columns of Tune's result rows
 
+# The experiment's kind, as MLflow's UI names it: model training, not a GenAI app.
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+
 SUMMARY_PREFIX = "summary/"
-# The reported series a summary (and the analysis' curves) are computed from.
+ARM_PREFIX = "arm/"  # an arm run's aggregates over its seeds: arm/explosion_rate, arm/return_mean, ...
+SEED_MEAN_PREFIX = "seed_mean/"  # an arm run's curves: seed_mean/<DESIGN.md name>, the mean over its seeds
+REPORT_ARTIFACTS = "report"  # the study run's artifact folder holding analysis.report's files
+# The reported series a summary (and the analysis' curves) are computed from; buffer Q
+# (train/q1_value) rides along for the arms' mean curves, the healthy twin of actor-path Q.
 CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.EVAL_RETURN_STD, m.EVAL_STEP, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, m.Q_LOW, m.Q_HIGH,
-                               m.GUARD_EXCESS)  # fmt: skip
+                               m.GUARD_EXCESS, m.Q1_VALUE)  # fmt: skip
 
 
 def default_tracking_uri(storage: Path | str) -> str:

@@ -7,8 +7,10 @@
         --tracking-uri http://HEAD:5000       # on the cluster of cluster.yaml
 
 The study file is validated before Ray starts. Results: Tune's folders under
-``<storage>/<study name>/``, MLflow runs (study -> arm -> trial) in ``sqlite:///<storage>/mlflow.db``
-unless ``--tracking-uri`` says otherwise, and a table of every arm and seed at the end.
+``<storage>/<study name>/``, MLflow runs (a study run; arm runs with their seeds' runs under them) in
+``sqlite:///<storage>/mlflow.db`` unless ``--tracking-uri`` says otherwise, and at the end a table of
+every arm and seed, the verdicts, the report (``analysis.report``'s files, also on the MLflow study
+run, with each arm's aggregates on its run) and the URL that shows the arms side by side in MLflow.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.load import load_study
+from analysis.publish import how_to_open, publish
+from analysis.report import REPORT_DIR, write_report
 from analysis.verdicts import verdict_line
 from analysis.tables import arm_comparisons, missing_baselines, no_baseline_ran
 from study import metrics as m
@@ -84,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = collect_outcomes(spec, results)
     print_table(spec, outcomes)
     print_verdicts(spec, storage, tracking_uri)
-    if tracking_uri.startswith("sqlite:"):
-        print(f"\nMLflow: mlflow ui --backend-store-uri {tracking_uri}")
-    else:
-        print(f"\nMLflow: {tracking_uri}")
+    arms_url = publish_report(spec, storage, tracking_uri)
+    print("\n" + "\n".join(how_to_open(tracking_uri, arms_url)))
     print(f"Tune results: {storage / spec.name}")
     print(f"TensorBoard: tensorboard --logdir {storage / spec.name}")
     errors = [o for o in outcomes if o.summary.stop_reason == "error"]
@@ -335,6 +337,23 @@ def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
         print(f"  {line}")
     if missing:
         print(f"  (no {' or '.join(map(repr, missing))} arm ran: its regime's arms are not compared)")
+
+
+def publish_report(spec: StudySpec, storage: Path, tracking_uri: str) -> str | None:
+    """The report in ``<storage>/<study>/report`` and, in the study's MLflow store, each arm's aggregates
+    and the report on the study run, as ``python -m analysis.report`` writes them (``analysis.publish``);
+    returns the URL of the arms side by side. Like the verdicts, it never fails a study whose trials
+    ran: a line says what went wrong, and ``analysis.report`` can be run again."""
+    try:
+        results = load_study(storage, spec.name, tracking_uri=tracking_uri)
+        path, _ = write_report(results, storage / spec.name / REPORT_DIR)
+        arms_url = publish(results, path.parent)
+    except Exception as error:
+        reason = " ".join(str(error).split())
+        print(f"\nReport: could not write it from {tracking_uri}: {type(error).__name__}: {reason}")
+        return None
+    print(f"\nReport: {path.with_suffix('.html')} (also on the study's MLflow run)")
+    return arms_url
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ retries it from its last checkpoint with a fresh lease. The embedded simulator a
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -50,6 +51,7 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
     def td3_trial(config: dict[str, Any]) -> None:
         # Ray logs every persisted checkpoint at INFO, from every trial: keep warnings only.
         logging.getLogger("ray.train").setLevel(logging.WARNING)
+        sys.unraisablehook = exit_in_finalizer_is_no_error
         plan = plan_of(spec, config)
         cfg = plan.config
         checkpoint = tune.get_checkpoint()
@@ -80,6 +82,22 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
                 )
 
     return tune.with_resources(td3_trial, trial_resources(spec))
+
+
+def exit_in_finalizer_is_no_error(unraisable: Any) -> None:
+    """``sys.unraisablehook`` of a trial's process: a ``SystemExit`` raised inside a finalizer ends
+    silently; anything else is printed as Python prints it.
+
+    Tune ends every trial by removing its placement group, and the raylet then sends the trial's
+    worker process SIGTERM, which Ray's handler turns into ``SystemExit`` in the main thread,
+    wherever that thread is. When it is running a finalizer (a weakref callback or ``__del__`` the
+    garbage collector called), Python cannot raise there and prints "Exception ignored in ...
+    SystemExit: 1" with a traceback, which Ray forwards to the study's console: a traceback at the
+    end of a trial in which nothing went wrong, the process ending as it was told to.
+    """
+    if isinstance(unraisable.exc_value, SystemExit):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 @contextmanager

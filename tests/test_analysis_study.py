@@ -1,6 +1,7 @@
 """End to end: a small real study (``python -m study.run``: Ray Tune, MLflow, TD3 on Pendulum), then
-the analysis on what it stored: MLflow and the Tune folder give the same tables, the report
-command writes its files, the notebook runs top to bottom.
+the analysis on what it stored: the study's end published the report and each arm's aggregates into
+MLflow, MLflow and the Tune folder give the same tables, the report command writes its files, the
+notebook runs top to bottom.
 
 The study is the smallest that still has what the tables need: two arms, two seeds each (so
 intervals over seeds exist), several reports per trial. It takes about a minute and a half on two
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
-from analysis import load, report
+from analysis import load, report, tables
 from study import metrics as m
 from study import results as r
 from study.plan import arms
@@ -48,7 +50,34 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     command = [sys.executable, "-m", "study.run", "--space", str(space), "--storage", str(root / "results")]
     done = subprocess.run(command, env=project_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (root / "results" / CONSOLE).write_text(done.stdout + done.stderr)
     return root / "results"
+
+
+CONSOLE = "console.txt"  # what the study printed, stdout and stderr
+
+
+def test_the_study_ends_with_its_report_and_arm_aggregates_in_mlflow(storage: Path) -> None:
+    """Before anything else touches the store: what ``study.run`` itself published at its end."""
+    results = load.load_mlflow(r.default_tracking_uri(storage))
+    runs, client = results.mlflow, MlflowClient(results.mlflow.tracking_uri)
+    assert client.get_experiment(runs.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    table = tables.ablation_table(results.trials, results.curves)
+    assert set(runs.arm_runs) == set(table.index) == {"baseline", "no_target"}
+    for arm, run_id in runs.arm_runs.items():
+        run = client.get_run(run_id)
+        assert r.PARENT not in run.data.tags and run.data.tags[r.STUDY_RUN] == runs.study_run_id  # top level
+        assert run.data.metrics["arm/seeds"] == 2
+        assert run.data.metrics["arm/explosion_rate"] == pytest.approx(table.loc[arm, "explosion_rate"])
+        assert run.data.metrics["arm/return_mean"] == pytest.approx(table.loc[arm, "return_mean"])
+        curves = results.curves[results.curves["arm"] == arm]
+        measured = sorted(int(step) for step in curves.loc[curves[m.ACTOR_Q_MAX].notna(), m.ENV_STEPS].unique())
+        assert sorted(p.step for p in client.get_metric_history(run_id, f"seed_mean/{m.ACTOR_Q_MAX}")) == measured
+        assert measured[-1] == REPORT_STEPS[-1]  # the env steps of the reports, from the first actor step
+    assert REPORT_FILES == {Path(a.path).name for a in client.list_artifacts(runs.study_run_id, r.REPORT_ARTIFACTS)}
+    console = (storage / CONSOLE).read_text()
+    assert f"#/experiments/{runs.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={runs.study_run_id}" in console
+    assert "Traceback" not in console, console
 
 
 def test_mlflow_store_loads_every_trial(storage: Path) -> None:

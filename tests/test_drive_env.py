@@ -1,19 +1,21 @@
 """Drive-v0 as a whole: gymnasium contract, determinism, info, episode ends, traffic, settings."""
 
 import math
+import subprocess
+import sys
 
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs.drive  # noqa: F401  (registers Drive-v0)
 from envs import EnvSettingsError
 from envs.drive.env import DriveEnv
 from envs.drive.vehicle import CAR_LENGTH, MAX_STEER, WHEELBASE, EgoState
 from envs.driving.observation import GAP_SCALE, N_SCALARS, SPEED_SCALE, WAYPOINT_SCALE
 from envs.driving.reward import REWARD_RANGE, TERM_NAMES, total_reward
 from envs.driving.termination import TIME_LIMIT
+from tests.support.notebook import project_env
 
 
 def pure_pursuit(vector: np.ndarray, target_speed: float = 10.0) -> np.ndarray:
@@ -32,6 +34,21 @@ def run(env, policy, max_steps=10_000):
         if terminated or truncated:
             return terminated, truncated, info
     raise AssertionError("episode did not end")
+
+
+def test_import_envs_registers_drive_v0_without_loading_the_simulator():
+    """As ``import highway_env`` registers its envs: a fresh interpreter, nothing imported but ``envs``."""
+    program = (
+        "import sys, gymnasium, envs\n"
+        "assert 'Drive-v0' in gymnasium.registry\n"
+        "assert 'envs.drive' not in sys.modules, 'import envs loaded the simulator'\n"
+        "env = gymnasium.make('Drive-v0', observation='vector')\n"
+        "print(type(env.unwrapped).__name__, env.observation_space.shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                          env=project_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("DriveEnv (")
 
 
 @pytest.mark.parametrize("observation", ["image", "vector"])

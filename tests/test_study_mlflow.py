@@ -112,7 +112,17 @@ def test_a_step_logged_again_after_a_retry_counts_with_its_later_value() -> None
     assert values_by_step(history) == [5.0, 6.0, 7.0]
 
 
-def test_trials_nest_under_their_arm_under_the_study_with_params_and_tags(store: tuple[str, MlflowClient, str]) -> None:
+def test_experiment_is_tagged_as_model_development_new_or_old(tmp_path: Path) -> None:
+    """MLflow's UI reads ``mlflow.experimentKind``; an experiment made before the tag gets it too."""
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    new = open_experiment(client, "fresh", tmp_path / "mlartifacts")
+    old = client.create_experiment("older")
+    assert open_experiment(client, "older", None) == old
+    for experiment_id in (new, old):
+        assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_trials_nest_under_their_arm_and_arms_are_top_level_runs_of_the_study(store: tuple[str, MlflowClient, str]) -> None:
     uri, client, study_run_id = store
     callback = make_callback(uri, study_run_id)
     trials = [make_trial("tau=1.0", s, f"t{s}") for s in (0, 1)]
@@ -122,7 +132,9 @@ def test_trials_nest_under_their_arm_under_the_study_with_params_and_tags(store:
 
     arms = {run.data.tags["arm"]: run for run in runs_by_role(client, study_run_id, "arm")}
     assert set(arms) == {"tau=1.0", "baseline"}
-    assert {run.data.tags["mlflow.parentRunId"] for run in arms.values()} == {study_run_id}
+    # Top level, so MLflow's runs table shows the arms side by side; tied to the study by a tag.
+    assert not [run for run in arms.values() if "mlflow.parentRunId" in run.data.tags]
+    assert {run.data.tags["study.run_id"] for run in arms.values()} == {study_run_id}
     assert arms["tau=1.0"].data.params == {"tau": "1.0"} and arms["baseline"].data.params == {"tau": "0.005"}
     children = runs_by_role(client, study_run_id, "trial")
     runaway = [run for run in children if run.data.tags["arm"] == "tau=1.0"]

@@ -21,7 +21,7 @@ import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from study.run import main, print_verdicts, read_state
+from study.run import main, print_verdicts, publish_report, read_state
 from study.plan import expand
 from study.results import STATE_FILE, TUNE_PARAMS_FILE
 from study.spec import SpecError, load_spec
@@ -122,6 +122,15 @@ def test_the_verdicts_at_the_end_never_fail_a_study(tmp_path: Path, capsys: pyte
     assert capsys.readouterr().out.strip() == "Verdicts: none for a factorial design (python -m analysis.report has its tables)"
 
 
+def test_the_report_at_the_end_never_fails_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store that cannot be read back gives one line and no URL to print, not a traceback."""
+    spec = load_spec(str(write_spec(tmp_path)))
+    assert publish_report(spec, tmp_path / "results", f"sqlite:///{tmp_path / 'elsewhere.db'}") is None
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Report: could not write it from sqlite:///"), lines
+    assert "StudyNotFound" in lines[0]
+
+
 @pytest.mark.slow
 def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     storage = tmp_path / "results"
@@ -151,6 +160,8 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     # Each trial's folder (its TensorBoard run) is named by its arm and seed.
     assert {name.split("_seed")[0] for name in curves} == {run.data.tags["arm"] for run in runs}, sorted(curves)
     assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert re.search(r"then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning&viewStateShareKey=", out), out
+    assert "Traceback" not in out, out  # a normal study's console
     # Progress while it runs: where the running trials are, every 30 s.
     assert re.search(r"\[\d+/4 done\] running: \S+ seed=0 \d+/4000", out), out
     # At the end, a verdict line per arm against the baseline, read back from the store: one seed

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from study.spec import load_spec
 from study.trainable import carla_slot, trial_resources
 from tests.support.carla import free_base_port, standin_script
 from tests.support.carla_standin import send_request
+from tests.support.notebook import project_env
+
+# A trial's process at its end, as Ray leaves it: SIGTERM raises SystemExit in the main thread
+# (ray._private.worker's handler), and here it arrives while a finalizer runs; a second finalizer
+# has a real bug.
+TRIAL_PROCESS_END = """
+import os, signal, sys, weakref
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+if sys.argv[1] == "installed":
+    from study.trainable import exit_in_finalizer_is_no_error
+    sys.unraisablehook = exit_in_finalizer_is_no_error
+class Resource:
+    pass
+def finalizer(_):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10_000):  # bytecode, in which Python runs the signal's handler
+        pass
+def broken_finalizer(_):
+    raise ValueError("a real bug in a finalizer")
+resource = Resource(); watch = weakref.ref(resource, finalizer); del resource
+other = Resource(); watch_other = weakref.ref(other, broken_finalizer); del other
+"""
 
 
 def test_trials_ask_for_a_carla_slot_only_when_they_run_carla() -> None:
@@ -44,3 +69,13 @@ def test_a_carla_trial_points_its_env_at_a_leased_server_and_leaves_no_process(t
         assert f"-carla-rpc-port={base}" in send_request(base, "standin_args")
         server |= {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert not [pid for pid in server if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("hook", ["installed", "absent"])
+def test_the_sigterm_that_ends_a_trial_prints_no_traceback_and_real_errors_still_do(hook: str) -> None:
+    """Ray's SystemExit inside a finalizer printed "Exception ignored in ... SystemExit: 1" with a
+    traceback on a study's console at a trial's end; "absent" shows this program reproduces it."""
+    done = subprocess.run([sys.executable, "-c", TRIAL_PROCESS_END, hook], capture_output=True, text=True,
+                          timeout=120, env=project_env())
+    assert "ValueError: a real bug in a finalizer" in done.stderr, done.stderr
+    assert ("SystemExit" in done.stderr) == (hook == "absent"), done.stderr

@@ -77,9 +77,10 @@ REFERENCE = [
 
 
 def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: list[dict] | None = None) -> str:
-    """The store study.run's callback writes: study run > arm runs > trial runs, nested, with the
-    contract's tags, JSON parameters and ``summary/*`` metrics (``study.results``); ``reference``
-    as the study run's ``reference.json``, as ``study.mlflow_logging.create_study_run`` logs it."""
+    """The store study.run's callback writes: a study run, arm runs tagged with it, trial runs nested
+    under their arm, with the contract's tags, JSON parameters and ``summary/*`` metrics
+    (``study.results``); ``reference`` as the study run's ``reference.json``, as
+    ``study.mlflow_logging.create_study_run`` logs it."""
     uri = r.default_tracking_uri(storage)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment(STUDY, artifact_location=str(storage / "mlartifacts"))
@@ -91,7 +92,7 @@ def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: 
         client.log_dict(study, reference, r.REFERENCE_FILE)
     arm_ids = {}
     for arm, levels in ARMS.items():
-        tags = {r.ROLE: "arm", r.ARM: arm, r.PARENT: study, r.STUDY_RUN: study}
+        tags = {r.ROLE: "arm", r.ARM: arm, r.STUDY_RUN: study}
         arm_ids[arm] = client.create_run(experiment, tags=tags, run_name=arm).info.run_id
         for key, value in levels.items():
             client.log_param(arm_ids[arm], key, r.encode_param(value))

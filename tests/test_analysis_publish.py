@@ -1,0 +1,139 @@
+"""A study's aggregates and report published into its MLflow store (``analysis.publish``), on the
+store of tests/support/analysis_store.py (real MLflow client and SQLite store): every expected value
+is worked out here from that file's reports, not from the code under test. How a browser shows it
+is test_mlflow_ui.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis import load, publish, report, tables
+from study import metrics as m
+from study import results as r
+from tests.support.analysis_store import TRIALS, write_mlflow_study, write_tune_study
+from tests.support.notebook import REPORT_FILES
+
+
+def publish_study(storage: Path) -> tuple[load.StudyResults, MlflowClient, str]:
+    """The store after ``analysis.report``'s write and publish (into ``storage/report``), and the URL
+    publish returned."""
+    write_mlflow_study(storage)
+    results = load.load_study(storage)
+    report.write_report(results, storage / "report")
+    url = publish.publish(results, storage / "report")
+    return results, MlflowClient(results.mlflow.tracking_uri), url
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[load.StudyResults, MlflowClient, str]:
+    """One published store for the tests that only read it."""
+    return publish_study(tmp_path_factory.mktemp("published"))
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    return {point.step: point.value for point in client.get_metric_history(run_id, key)}
+
+
+def reported(arm: str, key: str) -> dict[int, list[float]]:
+    """The fixture's reports of ``arm``'s seeds: env step -> the values of ``key`` reported there."""
+    values: dict[int, list[float]] = {}
+    for trial_arm, _seed, _reason, _step, reports in TRIALS.values():
+        if trial_arm == arm:
+            for row in reports:
+                values.setdefault(int(row[m.ENV_STEPS]), []).append(row[key])
+    return values
+
+
+def test_arm_runs_carry_the_ablation_figures_at_step_zero(published) -> None:
+    results, client, _ = published
+    table = tables.ablation_table(results.trials, results.curves)
+    for arm, run_id in results.mlflow.arm_runs.items():
+        metrics, row = client.get_run(run_id).data.metrics, table.loc[arm]
+        assert metrics["arm/seeds"] == row["n_seeds"] == sum(1 for trial in TRIALS.values() if trial[0] == arm)
+        for name, column in [("explosion_rate", "explosion_rate"), ("explosion_rate_low", "explosion_rate_low"),
+                             ("explosion_rate_high", "explosion_rate_high"), ("return_mean", "return_mean"),
+                             ("return_mean_low", "return_mean_low"), ("return_mean_high", "return_mean_high"),
+                             ("common_step", "return_step"), ("median_explosion_step", "median_explosion_step"),
+                             ("exploded", "exploded"), ("observed", "observed")]:  # fmt: skip
+            assert metrics[f"arm/{name}"] == pytest.approx(row[column], nan_ok=True), (arm, name)
+        assert set(history(client, run_id, "arm/explosion_rate")) == {0}
+    # The figures a person reads: both seeds of tau=1.0 ran away, the baseline's did not; one seed, no interval.
+    by_arm = {arm: client.get_run(run_id).data.metrics for arm, run_id in results.mlflow.arm_runs.items()}
+    assert (by_arm["tau=1.0"]["arm/explosion_rate"], by_arm["baseline"]["arm/explosion_rate"]) == (1.0, 0.0)
+    assert math.isnan(by_arm["tau=0.5"]["arm/return_mean_low"]) and math.isnan(by_arm["baseline"]["arm/median_explosion_step"])
+
+
+def test_arm_runs_carry_the_mean_curves_over_their_seeds_against_env_steps(published) -> None:
+    results, client, _ = published
+    for arm, run_id in results.mlflow.arm_runs.items():
+        for key in (m.ACTOR_Q_MAX, m.Q1_VALUE):
+            finite = {step: [v for v in values if math.isfinite(v)] for step, values in reported(arm, key).items()}
+            assert history(client, run_id, f"seed_mean/{key}") == {s: sum(v) / len(v) for s, v in finite.items()}
+        assert history(client, run_id, "seed_mean/seeds") == {s: len(v) for s, v in reported(arm, m.ENV_STEPS).items()}
+        # Evaluations where they ran (every 1,000 steps), not the copies the reports between carry.
+        evaluated = {s: [v for v in values if math.isfinite(v)] for s, values in reported(arm, m.EVAL_RETURN).items()
+                     if s % 1_000 == 0}  # fmt: skip
+        assert history(client, run_id, "seed_mean/eval/return_mean") == {s: sum(v) / len(v) for s, v in evaluated.items() if v}
+    # tau=1.0 at 1,000 steps: seed 1's actor-path Q was non-finite, seed 0's 1,000 is the mean.
+    assert history(client, results.mlflow.arm_runs["tau=1.0"], "seed_mean/debug/actor_q_max")[1_000] == 1_000
+    # Seed runs keep their own curves.
+    trial = client.search_runs([results.mlflow.experiment_id], "tags.`trial_id` = 't3'")[0]
+    assert [p.step for p in client.get_metric_history(trial.info.run_id, m.ACTOR_Q_MAX)] == [500, 1_000]
+
+
+def test_the_study_run_holds_the_report_with_its_figures_inline(published, tmp_path: Path) -> None:
+    results, client, _ = published
+    study_run = results.mlflow.study_run_id
+    assert {Path(a.path).name for a in client.list_artifacts(study_run, r.REPORT_ARTIFACTS)} == REPORT_FILES
+    uploaded = Path(client.download_artifacts(study_run, f"{r.REPORT_ARTIFACTS}/report.html", str(tmp_path))).read_text()
+    local = (Path(results.source.removeprefix("sqlite:///")).parent / "report" / "report.html").read_text()
+    assert 'src="actor_q.png"' in local and 'src="actor_q.png"' not in uploaded
+    assert uploaded.count('src="data:image/png;base64,') == local.count("<img ") == 3
+    assert uploaded.replace("data:image/png;base64,", "")[:200] == local[:200]  # the same report otherwise
+
+
+def test_the_experiment_opens_on_a_view_of_the_arms_with_the_report_linked(published) -> None:
+    results, client, url = published
+    runs = results.mlflow
+    tags = client.get_experiment(runs.experiment_id).tags
+    view = json.loads(tags[f"mlflow.sharedViewState.{runs.study_run_id}"])
+    assert view["searchFilter"] == f"tags.`study.run_id` = '{runs.study_run_id}'"
+    assert view["selectedColumns"][:2] == ["metrics.`arm/seeds`", "metrics.`arm/explosion_rate`"]
+    assert url == (f"http://127.0.0.1:5000/#/experiments/{runs.experiment_id}/runs?workflowType=machine_learning"
+                   f"&viewStateShareKey={runs.study_run_id}")  # fmt: skip
+    note = tags["mlflow.note.content"]
+    assert url.split("/", 3)[3] in note
+    assert f"#/experiments/{runs.experiment_id}/runs/{runs.study_run_id}/artifactPath/report/report.html" in note
+
+
+def test_publishing_again_logs_only_what_changed_and_keeps_a_persons_description(tmp_path: Path) -> None:
+    results, client, _ = publish_study(tmp_path)
+    runs = results.mlflow
+    arm = runs.arm_runs["baseline"]
+    before = {key: len(client.get_metric_history(arm, key)) for key in client.get_run(arm).data.metrics}
+    client.set_experiment_tag(runs.experiment_id, "mlflow.note.content", "My notes on this study.")
+    assert publish.publish(results, tmp_path / "report") is not None
+    assert {key: len(client.get_metric_history(arm, key)) for key in before} == before
+    assert client.get_experiment(runs.experiment_id).tags["mlflow.note.content"] == "My notes on this study."
+
+
+def test_a_study_read_from_a_tune_folder_has_no_store_to_publish_into(tmp_path: Path) -> None:
+    write_tune_study(tmp_path)
+    results = load.load_study(tmp_path)
+    assert results.mlflow is None and publish.publish(results, tmp_path) is None
+
+
+def test_the_console_says_how_to_open_the_arms() -> None:
+    url = "http://127.0.0.1:5000/#/experiments/1/runs?x"
+    assert publish.how_to_open("sqlite:////s/mlflow.db", url) == [
+        "MLflow: mlflow ui --backend-store-uri sqlite:////s/mlflow.db",
+        f"        then open {url} (the arms side by side, the report linked above them)",
+    ]
+    assert publish.how_to_open("sqlite:////s/mlflow.db", None) == ["MLflow: mlflow ui --backend-store-uri sqlite:////s/mlflow.db"]
+    assert publish.runs_page_url("http://head:5000/", "3", "abc").startswith("http://head:5000/#/experiments/3/runs?")
+    assert publish.how_to_open("http://head:5000", "http://head:5000/#/x") == ["MLflow: http://head:5000/#/x"]
