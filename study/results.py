@@ -54,10 +54,11 @@ SUMMARY_PREFIX = "summary/"
 ARM_PREFIX = "arm/"  # an arm run's aggregates over its seeds: arm/explosion_rate, arm/return_mean, ...
 SEED_MEAN_PREFIX = "seed_mean/"  # an arm run's curves: seed_mean/<DESIGN.md name>, the mean over its seeds
 REPORT_ARTIFACTS = "report"  # the study run's artifact folder holding analysis.report's files
-# The reported series a summary (and the analysis' curves) are computed from; buffer Q
-# (train/q1_value) rides along for the arms' mean curves, the healthy twin of actor-path Q.
+# The reported series a summary (and the analysis' curves) are computed from. The analysis also
+# reads buffer Q and the actor-path mean (analysis.load.CURVE_COLUMNS); they are not the summary's,
+# so a trial's checkpointed history keeps its keys.
 CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.EVAL_RETURN_STD, m.EVAL_STEP, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, m.Q_LOW, m.Q_HIGH,
-                               m.GUARD_EXCESS, m.Q1_VALUE)  # fmt: skip
+                               m.GUARD_EXCESS)  # fmt: skip
 
 
 def default_tracking_uri(storage: Path | str) -> str:
