@@ -20,24 +20,21 @@ parameters and one fused soft update for all their targets. Adam is elementwise 
 count per parameter, and norms, clipping and weight decay stay per member, so that step is P Adams.
 
 Why a member loop and not stacked parameters with ``torch.func.vmap`` (as LeanRL vmaps its twin
-critics): measured here on CPU (one thread, 256-256 networks, batch 256, 8 members), a vmapped
-update cost 5.8-6.0 ms of CPU per member against 6.0 for the single agent and 5.6 for this loop:
-MKL's batched products ran about 20% slower per matrix than the single ones (the members'
-activations no longer fit the 2 MiB L2), and they round the width-1 products (each critic's output)
-differently, so a vmapped member drifted from its single run (critic parameters 1e-7 apart after 300
-steps, 7e-3 after 1,000, 8e-2 after 2,000: training amplifies the rounding). The loop does each
-member's arithmetic exactly as the single agent does, so members match their single runs exactly.
-
-``threads`` > 1 splits the members into that many shards that learn in parallel threads (PyTorch's
-kernels release the GIL): a population can then use several cores without intra-op threads.
+critics; a vmapped version of these functions was built and measured here, on CPU, one thread):
+with 8 members, 256-256 networks and batch 256 it cost 5.8-6.0 ms of CPU per member-update against
+6.0 for the single agent and 5.6 for this loop. MKL's batched products ran about 20% slower per
+matrix than the single ones (8 members' activations no longer fit the 2 MiB L2), and they round the
+width-1 products (each critic's output and its gradients) differently from the single ones, so a
+vmapped member drifted from its single run: 4 members, 64-64, Pendulum-v1, critic parameters 1e-7
+apart after 500 steps, 7e-3 after 1,000, 8e-2 after 2,000 (training amplifies the rounding). With
+one member it was exact. The loop does each member's arithmetic as the single agent does, so every
+member matches its single run exactly. On a GPU, where a step is bound by kernel launches rather
+than arithmetic, the stacked form is the one to measure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import torch
@@ -109,14 +106,6 @@ def population_update(
     return critics, actors
 
 
-@dataclass
-class _Shard:
-    """Members that learn together, in one thread: one fused optimizer step for all of them."""
-
-    members: list[int]
-    optimizers: TD3Optimizers
-
-
 class TD3Population:
     """P TD3 agents of one config, one per seed, that act apart and learn in one step."""
 
@@ -127,36 +116,15 @@ class TD3Population:
         cfg: TD3Config | None = None,
         seeds: Sequence[int] = (0,),
         device: str | torch.device = "auto",
-        threads: int = 1,
     ) -> None:
         if not seeds:
             raise ValueError("a population needs at least one seed")
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
         self.cfg = cfg or TD3Config()
         # Each member is the single agent of its seed. Its own optimizers are never stepped (so
         # they hold no moments): the population's step its parameters. Never call a member's update.
         self.members = [TD3(observation_space, action_space, self.cfg, device, seed) for seed in seeds]
         self.active = list(range(len(self.members)))  # the members still learning
-        self.threads = threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="population") if threads > 1 else None
-        self._shards = self._shard({})
-
-    def _shard(self, moments: dict[Tensor, dict[str, Any]]) -> list[_Shard]:
-        """The active members dealt round-robin into ``threads`` shards (fewer when fewer members
-        are left), each with optimizers over its members' parameters, carrying the ``moments``
-        (optimizer state by parameter) that parameters already had."""
-        shards = []
-        for k in range(min(self.threads, len(self.active))):
-            members = self.active[k :: self.threads]
-            optimizers = population_optimizers([self.members[i].nets for i in members], self.cfg)
-            for optimizer in (optimizers.actor, optimizers.critic):
-                for group in optimizer.param_groups:
-                    for p in group["params"]:
-                        if p in moments:
-                            optimizer.state[p] = moments[p]
-            shards.append(_Shard(members, optimizers))
-        return shards
+        self.optimizers = population_optimizers([m.nets for m in self.members], self.cfg)
 
     def update(self, diagnostics: bool = False) -> dict[int, dict[str, float]]:
         """One TD3 gradient step for every active member (``TD3.update``, together): {member: metrics}.
@@ -164,41 +132,37 @@ class TD3Population:
         A no-op while no update is due. Members act and observe in lockstep, so an update is due
         for all of them or for none.
         """
-        if not self.active:
-            return {}
-        if len({(self.members[i].env_steps, self.members[i].updates) for i in self.active}) > 1:
+        members = [self.members[i] for i in self.active]
+        if len({(member.env_steps, member.updates) for member in members}) > 1:
             raise RuntimeError("population members must act and observe in lockstep")
-        due = {i: self.members[i].next_update() for i in self.active}
-        first = due[self.active[0]]
-        if first is None:  # then none is due: members in lockstep are due together
+        due = [member.next_update() for member in members]
+        if not due or due[0] is None:  # then none is due: members in lockstep are due together
             return {}
-        batches = {i: d[0] for i, d in due.items() if d is not None}
-        update_actor = first[1]
-
-        def learn(shard: _Shard) -> tuple[list[CriticStep], list[ActorStep] | None]:
-            members = shard.members
-            return population_update(
-                [batches[i] for i in members],
-                [self.members[i].smoothing_noise(batches[i]) for i in members],
-                [self.members[i].nets for i in members],
-                shard.optimizers,
-                self.cfg,
-                update_actor,
-            )
-
-        steps = list(self._pool.map(learn, self._shards)) if self._pool else [learn(s) for s in self._shards]
-        metrics = {}
-        for shard, (critics, actors) in zip(self._shards, steps, strict=True):
-            for k, i in enumerate(shard.members):
-                actor = None if actors is None else actors[k]
-                metrics[i] = self.members[i].record_update(batches[i], critics[k], actor, diagnostics)
-        return metrics
+        batches = [d[0] for d in due if d is not None]
+        critics, actors = population_update(
+            batches,
+            [member.smoothing_noise(batch) for member, batch in zip(members, batches, strict=True)],
+            [member.nets for member in members],
+            self.optimizers,
+            self.cfg,
+            update_actor=due[0][1],
+        )
+        return {
+            i: member.record_update(batch, critics[k], None if actors is None else actors[k], diagnostics)
+            for k, (i, member, batch) in enumerate(zip(self.active, members, batches, strict=True))
+        }
 
     def freeze(self, member: int) -> None:
         """Stop ``member`` learning (the guard stopped it): no more updates, its parameters as they
         are. The others go on with the optimizer moments they had."""
         if member not in self.active:
             raise ValueError(f"member {member} is not learning (active: {self.active})")
-        moments = {p: s for shard in self._shards for o in (shard.optimizers.actor, shard.optimizers.critic) for p, s in o.state.items()}
         self.active.remove(member)
-        self._shards = self._shard(moments)
+        if not self.active:  # nothing learns any more
+            return
+        before = self.optimizers
+        self.optimizers = population_optimizers([self.members[i].nets for i in self.active], self.cfg)
+        for old, new in ((before.actor, self.optimizers.actor), (before.critic, self.optimizers.critic)):
+            for group in new.param_groups:
+                for p in group["params"]:
+                    new.state[p] = old.state[p]

@@ -13,7 +13,9 @@ the agent's and the guard's metrics and its training episodes' returns.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,15 +67,43 @@ def run_population(
     """Train one TD3 member per seed of ``cfg`` (``cfg.seed`` is ignored) for ``cfg.steps`` env
     steps each, or until its guard stops it; return every member's run, in the order of ``seeds``.
 
-    ``threads``: learner threads (``TD3Population``), one per core the population may use.
-    ``stop_on_guard=False`` reports the guard's metrics but freezes no member.
+    ``threads`` > 1 deals the seeds round-robin into that many populations, each running this loop
+    in a thread of its own (PyTorch's kernels release the GIL), so that one process uses that many
+    cores. They share nothing and never wait for each other (no barrier each step, so a thread the
+    OS holds back delays only its own members); a member's results are the same in any of them.
+    ``stop_on_guard=False`` reports the guard's metrics but freezes no member. ``on_report`` is
+    called with each member's seed and report, from one thread at a time.
     """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(cfg.torch_threads)
+    groups = [list(range(k, len(seeds), threads)) for k in range(min(threads, len(seeds)))]
+    if len(groups) == 1:
+        return _run(cfg, seeds, stop_on_guard, on_report)
+    lock = threading.Lock()
+
+    def report(seed: int, values: dict[str, float]) -> None:
+        with lock:
+            on_report(seed, values)  # type: ignore[misc]
+
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="population") as pool:
+        done = pool.map(
+            lambda group: _run(cfg, [seeds[i] for i in group], stop_on_guard, None if on_report is None else report),
+            groups,
+        )
+        runs: dict[int, MemberRun] = {}
+        for group, group_runs in zip(groups, done, strict=True):
+            runs.update(zip(group, group_runs, strict=True))
+    return [runs[i] for i in range(len(seeds))]
+
+
+def _run(
+    cfg: TrialConfig, seeds: Sequence[int], stop_on_guard: bool, on_report: OnMemberReport | None
+) -> list[MemberRun]:
+    """One population's loop (see ``run_population``)."""
     member_envs = [envs.make(cfg.env, cfg.env_settings) for _ in seeds]
     declared_range = envs.declared_reward_range(member_envs[0])
-    population = TD3Population(
-        member_envs[0].observation_space, member_envs[0].action_space, cfg.agent, seeds, cfg.device, threads
-    )
+    population = TD3Population(member_envs[0].observation_space, member_envs[0].action_space, cfg.agent, seeds, cfg.device)
     runs = [MemberRun(seed, env, env.reset(seed=seed)[0]) for seed, env in zip(seeds, member_envs, strict=True)]
     try:
         for step in range(1, cfg.steps + 1):

@@ -1,6 +1,6 @@
 """The population learner (agents.population): every member's run is, bit for bit, the single agent's
-run of its seed (one member or four, one learner thread or two), a frozen member stays as it was while
-the others go on, and the shared step keeps clipping per member."""
+run of its seed (one member or four), a frozen member stays as it was while the others go on, and the
+shared step keeps clipping per member."""
 
 from __future__ import annotations
 
@@ -56,12 +56,12 @@ def single_run(env_name: str, settings: dict[str, Any], cfg: TD3Config, seed: in
 
 
 def population_run(
-    env_name: str, settings: dict[str, Any], cfg: TD3Config, seeds: list[int], steps: int, threads: int = 1
+    env_name: str, settings: dict[str, Any], cfg: TD3Config, seeds: list[int], steps: int
 ) -> tuple[TD3Population, dict[int, list[dict[str, float]]]]:
     """The same loop for a population: every member steps its own env, then all learn at once."""
     members = [Member(env_name, settings, seed) for seed in seeds]
     env = members[0].env
-    population = TD3Population(env.observation_space, env.action_space, cfg, seeds, device="cpu", threads=threads)
+    population = TD3Population(env.observation_space, env.action_space, cfg, seeds, device="cpu")
     reports: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(seeds))}
     for step in range(1, steps + 1):
         for i in population.active:
@@ -83,15 +83,15 @@ def assert_same_agent(single: TD3, member: TD3) -> float:
     assert (single.env_steps, single.updates) == (member.env_steps, member.updates)
     assert single._rng.bit_generator.state == member._rng.bit_generator.state
     assert torch.equal(single._generator.get_state(), member._generator.get_state())
-    assert np.array_equal(single.buffer.obs, member.buffer.obs)
+    for field in ("obs", "action", "reward", "next_obs", "terminated"):  # Box observations: arrays
+        assert np.array_equal(getattr(single.buffer, field), getattr(member.buffer, field)), field
     assert torch.equal(single._alert_counts, member._alert_counts)
     return largest
 
 
 def assert_same_moments(single: TD3, population: TD3Population, i: int) -> None:
     """The population's Adam moments of member ``i``'s parameters are the single agent's."""
-    optimizers = [o for shard in population._shards for o in (shard.optimizers.actor, shard.optimizers.critic)]
-    state = {p: s for o in optimizers for p, s in o.state.items()}
+    state = {p: s for o in (population.optimizers.actor, population.optimizers.critic) for p, s in o.state.items()}
     for name in ("actor", "critic"):
         mine = getattr(population.members[i].nets, name).parameters()
         for own, p in zip(getattr(single.nets, name).parameters(), mine, strict=True):
@@ -122,11 +122,11 @@ def test_one_member_reproduces_the_single_agent_run_bit_for_bit(overrides: dict[
 @pytest.mark.slow
 def test_four_members_each_reproduce_their_single_agent_run_after_2000_steps_on_drive() -> None:
     """Bit for bit, not within a tolerance: each member's arithmetic is the single agent's (the shared
-    step only batches the calls), and two learner threads change no member's results."""
+    step only batches the calls)."""
     settings = {"observation": "vector", "n_npcs": 5}
     cfg = small_cfg(hidden_sizes=(64, 64), batch_size=64, learning_starts=500, grad_clip_norm=5.0)
     seeds = [0, 1, 2, 3]
-    population, got = population_run("drive", settings, cfg, seeds, steps=2_000, threads=2)
+    population, got = population_run("drive", settings, cfg, seeds, steps=2_000)
     for i, seed in enumerate(seeds):
         single, expected = single_run("drive", settings, cfg, seed, steps=2_000)
         assert assert_same_agent(single, population.members[i]) == 0.0
@@ -147,7 +147,7 @@ def test_a_frozen_member_keeps_its_parameters_while_the_others_go_on_exactly() -
     seeds = [0, 1, 2]
     members = [Member("Pendulum-v1", {}, seed) for seed in seeds]
     env = members[0].env
-    population = TD3Population(env.observation_space, env.action_space, cfg, seeds, device="cpu", threads=2)
+    population = TD3Population(env.observation_space, env.action_space, cfg, seeds, device="cpu")
     for step in range(1, 501):
         if step == 301:
             population.freeze(1)
