@@ -27,11 +27,19 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.buffer import ReplayBuffer, storage_dtype
+from agents.buffer import Batch, ReplayBuffer, storage_dtype
 from agents.config import TD3Config
 from agents.diagnostics import actor_metrics, alert_metrics, critic_metrics, explosion_flags, to_floats
 from agents.networks import Obs
-from agents.td3 import ActorStep, TD3Networks, make_optimizers, regroup_critic_optimizer_state, td3_update
+from agents.td3 import (
+    ActorStep,
+    CriticStep,
+    TD3Networks,
+    make_optimizers,
+    regroup_critic_optimizer_state,
+    smoothing_noise,
+    td3_update,
+)
 
 AGENT_FILE = "agent.pt"
 BUFFER_FILE = "buffer.npz"
@@ -165,12 +173,35 @@ class TD3:
         so a trial asks only on its reporting cadence). Actor-path metrics come from the most
         recent actor step and are absent before the first one (``has_actor_step``).
         """
-        if self.env_steps < self.cfg.learning_starts or len(self.buffer) < self.cfg.batch_size:
+        due = self.next_update()
+        if due is None:
             return {}
+        batch, update_actor = due
+        critic, actor = td3_update(batch, self.nets, self.optimizers, self.cfg, self._generator, update_actor)
+        return self.record_update(batch, critic, actor, diagnostics)
+
+    def next_update(self) -> tuple[Batch, bool] | None:
+        """Count the next update and draw its minibatch from the agent's generator; whether it steps
+        the actor. None while no update is due (before ``learning_starts`` or a full batch).
+
+        Apart from the maths so that a population (``agents.population``) draws every member's
+        batch exactly as that member alone would, then updates all members at once.
+        """
+        if self.env_steps < self.cfg.learning_starts or len(self.buffer) < self.cfg.batch_size:
+            return None
         self.updates += 1
         batch = self.buffer.sample(self.cfg.batch_size, self._rng, self.device)
-        update_actor = self.updates % self.cfg.policy_delay == 0
-        critic, actor = td3_update(batch, self.nets, self.optimizers, self.cfg, self._generator, update_actor)
+        return batch, self.updates % self.cfg.policy_delay == 0
+
+    def smoothing_noise(self, batch: Batch) -> torch.Tensor | None:
+        """This update's target smoothing noise, from the agent's own generator (``td3.smoothing_noise``)."""
+        return smoothing_noise(batch, self.cfg, self._generator)
+
+    def record_update(
+        self, batch: Batch, critic: CriticStep, actor: ActorStep | None, diagnostics: bool
+    ) -> dict[str, float]:
+        """Count the update's gradient-explosion alerts, keep its actor step for the actor-path
+        metrics, and return the metrics when ``diagnostics`` (see ``update``)."""
         self._alert_counts += explosion_flags(critic, actor, self._alert_thresholds)
         if actor is not None:
             self._last_actor_step = actor

@@ -12,6 +12,7 @@ Nothing here synchronizes with the device: losses, Q values and gradient norms s
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from agents.buffer import Batch
 from agents.config import TD3Config
-from agents.networks import Actor, TwinCritic, cnn_and_mlp_parameters
+from agents.networks import Actor, Obs, TwinCritic, cnn_and_mlp_parameters
 
 ParamGroups = tuple[list[nn.Parameter], list[nn.Parameter]]  # (cnn, mlp)
 
@@ -77,30 +78,46 @@ def is_weight_matrix(p: Tensor) -> bool:
     return p.ndim > 1
 
 
-def critic_param_groups(critic: nn.Module, weight_decay: float) -> list[dict[str, object]]:
-    """The critic's optimizer groups: weight matrices decayed, every other parameter not."""
-    params = list(critic.parameters())
+def critic_param_groups(
+    params: Sequence[Tensor], matrices: Sequence[bool], weight_decay: float
+) -> list[dict[str, object]]:
+    """The critic's optimizer groups: weight matrices decayed, every other parameter not.
+
+    ``matrices[i]`` is ``is_weight_matrix`` of the i-th parameter, judged on one network's shapes:
+    a population's stacked tensors have a leading member dimension that ``ndim`` would count.
+    """
+    pairs = list(zip(params, matrices, strict=True))
     return [
-        {"params": [p for p in params if is_weight_matrix(p)], "weight_decay": weight_decay},
-        {"params": [p for p in params if not is_weight_matrix(p)], "weight_decay": 0.0},
+        {"params": [p for p, matrix in pairs if matrix], "weight_decay": weight_decay},
+        {"params": [p for p, matrix in pairs if not matrix], "weight_decay": 0.0},
     ]
 
 
 def make_optimizers(nets: TD3Networks, cfg: TD3Config) -> TD3Optimizers:
+    """One agent's optimizers (``optimizers_for`` its networks' parameters)."""
+    critic = list(nets.critic.parameters())
+    return optimizers_for(list(nets.actor.parameters()), critic, [is_weight_matrix(p) for p in critic], cfg)
+
+
+def optimizers_for(
+    actor: Sequence[Tensor], critic: Sequence[Tensor], critic_matrices: Sequence[bool], cfg: TD3Config
+) -> TD3Optimizers:
     """Adam for the actor; for the critic Adam with coupled decay, or AdamW with decoupled decay,
-    both on the weights ``critic_l2`` penalizes (``is_weight_matrix``).
+    both on the weights ``critic_l2`` penalizes (``critic_matrices``, see ``is_weight_matrix``).
 
     Coupled (Adam's ``weight_decay``): g <- g + wd * w enters the moment estimates, so the decay is
     rescaled by Adam's adaptive step. Without clipping that is the update of the L2 penalty
     (wd / 2) * sum w^2 (``critic_l2 = wd / 2``); when clipping binds they differ, because the
     penalty's gradient is clipped with the TD gradient and the decay joins after clipping.
     Decoupled (AdamW): w <- w * (1 - lr * wd), independent of the gradient's scale.
-    Fused kernels: one call updates every parameter (the fastest CPU and CUDA path).
+    Fused kernels: one call updates every parameter (the fastest CPU and CUDA path). Every step is
+    elementwise, so these optimizers over a population's stacked tensors are one Adam per member.
     """
     critic_cls = torch.optim.Adam if cfg.weight_decay_mode == "coupled" else torch.optim.AdamW
+    groups = critic_param_groups(critic, critic_matrices, cfg.critic_weight_decay)
     return TD3Optimizers(
-        actor=torch.optim.Adam(nets.actor.parameters(), lr=cfg.lr_actor, fused=True),
-        critic=critic_cls(critic_param_groups(nets.critic, cfg.critic_weight_decay), lr=cfg.lr_critic, fused=True),
+        actor=torch.optim.Adam(actor, lr=cfg.lr_actor, fused=True),
+        critic=critic_cls(groups, lr=cfg.lr_critic, fused=True),
     )
 
 
@@ -142,24 +159,50 @@ class ActorStep:
     grad_norms: Tensor  # [2] (cnn, mlp), before clipping
 
 
+def smoothing_noise(batch: Batch, cfg: TD3Config, generator: torch.Generator) -> Tensor | None:
+    """Standard normal draws for target policy smoothing, one per action component of the batch;
+    None when smoothing is off (nothing is drawn). Apart from the target so that a population
+    draws each member's from that member's own generator, in the single agent's order."""
+    if not cfg.target_policy_smoothing:
+        return None
+    return torch.randn(batch.action.shape, generator=generator, device=batch.action.device)
+
+
 @torch.no_grad()
 def td3_target(
-    batch: Batch, actor_target: Actor, critic_target: TwinCritic, cfg: TD3Config, generator: torch.Generator
+    batch: Batch, actor_target: Actor, critic_target: TwinCritic, cfg: TD3Config, noise: Tensor | None
 ) -> Tensor:
     """y = r + gamma (1 - d) Q'(s', a'), with TD3's two switches and optional reward clipping.
 
-    ``target_policy_smoothing``: a' = clip(pi'(s') + clip(eps, -c, c), -1, 1), else a' = pi'(s').
+    ``target_policy_smoothing``: a' = clip(pi'(s') + clip(eps, -c, c), -1, 1) with
+    eps = policy_noise * ``noise`` (``smoothing_noise``), else a' = pi'(s').
     ``clipped_double_q``: Q' = min(Q1', Q2'), else Q1' alone.
     ``reward_clip``: r clipped to [-c, c] here only; the buffer and the logs keep raw rewards.
     """
     next_action = actor_target(batch.next_obs)
-    if cfg.target_policy_smoothing:
-        eps = torch.randn(next_action.shape, generator=generator, device=next_action.device) * cfg.policy_noise
+    if noise is not None:
+        eps = noise * cfg.policy_noise
         next_action = (next_action + eps.clamp(-cfg.noise_clip, cfg.noise_clip)).clamp(-1.0, 1.0)
     next_q = critic_target(batch.next_obs, next_action)  # [2, B]
     next_value = next_q.min(dim=0).values if cfg.clipped_double_q else next_q[0]
     reward = batch.reward if cfg.reward_clip is None else batch.reward.clamp(-cfg.reward_clip, cfg.reward_clip)
     return reward + cfg.gamma * (1.0 - batch.terminated) * next_value
+
+
+def critic_loss(critic: TwinCritic, batch: Batch, target: Tensor, cfg: TD3Config) -> tuple[Tensor, Tensor]:
+    """MSE(Q1, y) + MSE(Q2, y) on the buffer's (s, a), plus the L2 penalty when on; and Q [2, B]."""
+    q = critic(batch.obs, batch.action)  # [2, B]
+    loss = (q - target).pow(2).mean(dim=1).sum()
+    if cfg.critic_l2 > 0.0:
+        loss = loss + critic_l2_penalty(critic, cfg.critic_l2)
+    return loss, q
+
+
+def actor_loss(actor: Actor, critic: TwinCritic, obs: Obs) -> tuple[Tensor, Tensor, Tensor]:
+    """-mean Q1(s, pi(s)), the deterministic policy gradient's loss; and Q1(s, pi(s)) [B], pi(s) [B, A]."""
+    action = actor(obs)
+    q = critic.q1(obs, action)
+    return -q.mean(), q, action
 
 
 def critic_l2_penalty(critic: nn.Module, coeff: float) -> Tensor:
@@ -176,15 +219,28 @@ def backward_and_clip(
     Only these parameters: in the actor step the loss flows through the critic, and autograd then
     computes dQ/da through it without the critic's weight gradients (one matrix product in three).
     """
-    cnn, mlp = groups
-    params = cnn + mlp
+    return backward_and_clip_members([loss], optimizer, [groups], max_norm)[0]
+
+
+def backward_and_clip_members(
+    losses: Sequence[Tensor], optimizer: torch.optim.Optimizer, groups: Sequence[ParamGroups], max_norm: float | None
+) -> list[Tensor]:
+    """``backward_and_clip`` for independent networks at once (a population's members, each loss
+    with its network's groups): one backward pass through every loss and one norm call for every
+    gradient, then each network's (cnn, mlp) norms and its clipping by its own total norm, in the
+    same operations as for a network alone."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward(inputs=params)
-    grads = [p.grad for p in params if p.grad is not None]  # all of them: every parameter feeds the loss
-    per_tensor = torch.stack(torch._foreach_norm(grads))
-    norms = torch.stack([per_tensor[: len(cnn)].norm(), per_tensor[len(cnn) :].norm()])  # empty -> 0
-    if max_norm is not None:
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norms.norm())
+    params = [[*cnn, *mlp] for cnn, mlp in groups]
+    torch.autograd.backward(list(losses), inputs=[p for own in params for p in own])
+    grads = [p.grad for own in params for p in own if p.grad is not None]  # all: every parameter feeds its loss
+    per_tensor = iter(torch._foreach_norm(grads))
+    norms = []
+    for (cnn, _), own in zip(groups, params, strict=True):
+        own_norms = torch.stack([next(per_tensor) for _ in own])
+        network_norms = torch.stack([own_norms[: len(cnn)].norm(), own_norms[len(cnn) :].norm()])  # empty -> 0
+        if max_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(own, max_norm, network_norms.norm())
+        norms.append(network_norms)
     return norms
 
 
@@ -204,28 +260,23 @@ def td3_update(
 ) -> tuple[CriticStep, ActorStep | None]:
     """One TD3 gradient step on ``batch``: the critic always; the actor and targets if ``update_actor``."""
     # Critic: regress both Q_i(s, a) on the shared target y.
-    target = td3_target(batch, nets.actor_target, nets.critic_target, cfg, generator)
-    q = nets.critic(batch.obs, batch.action)  # [2, B]
-    critic_loss = (q - target).pow(2).mean(dim=1).sum()  # MSE(Q1, y) + MSE(Q2, y)
-    if cfg.critic_l2 > 0.0:
-        critic_loss = critic_loss + critic_l2_penalty(nets.critic, cfg.critic_l2)
-    critic_norms = backward_and_clip(critic_loss, optimizers.critic, nets.critic_groups, cfg.grad_clip_norm)
+    target = td3_target(batch, nets.actor_target, nets.critic_target, cfg, smoothing_noise(batch, cfg, generator))
+    loss, q = critic_loss(nets.critic, batch, target, cfg)
+    critic_norms = backward_and_clip(loss, optimizers.critic, nets.critic_groups, cfg.grad_clip_norm)
     optimizers.critic.step()
-    critic = CriticStep(loss=critic_loss.detach(), q=q.detach(), target=target, grad_norms=critic_norms)
+    critic = CriticStep(loss=loss.detach(), q=q.detach(), target=target, grad_norms=critic_norms)
     if not update_actor:
         return critic, None
 
     # Actor (delayed): deterministic policy gradient through Q1 alone.
-    action = nets.actor(batch.obs)
-    actor_q = nets.critic.q1(batch.obs, action)
-    actor_loss = -actor_q.mean()
-    actor_norms = backward_and_clip(actor_loss, optimizers.actor, nets.actor_groups, cfg.grad_clip_norm)
+    loss, actor_q, action = actor_loss(nets.actor, nets.critic, batch.obs)
+    actor_norms = backward_and_clip(loss, optimizers.actor, nets.actor_groups, cfg.grad_clip_norm)
     optimizers.actor.step()
 
     # Targets follow the online networks slowly, at the actor's pace.
     soft_update_(nets.target_params, nets.online_params, cfg.tau)
     actor = ActorStep(
-        loss=actor_loss.detach(),
+        loss=loss.detach(),
         q=actor_q.detach(),
         action=action.detach(),
         buffer_action=batch.action,

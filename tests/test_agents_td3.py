@@ -18,6 +18,7 @@ from agents.td3 import (
     critic_l2_penalty,
     make_optimizers,
     regroup_critic_optimizer_state,
+    smoothing_noise,
     soft_update_,
     td3_target,
     td3_update,
@@ -77,10 +78,12 @@ def test_target_without_smoothing_is_min_or_q1_of_the_target_action(clipped_doub
     expected = target_by_hand(nets, batch, cfg, noise=None)
     other = target_by_hand(nets, batch, cfg.model_copy(update={"clipped_double_q": not clipped_double_q}), None)
     assert not torch.allclose(expected, other)  # the switch matters on this batch
-    # No smoothing: no randomness, whatever the generator's state.
-    for seed in (0, 1):
-        got = td3_target(batch, nets.actor_target, nets.critic_target, cfg, torch.Generator().manual_seed(seed))
-        torch.testing.assert_close(got, expected)
+    # No smoothing: nothing drawn, whatever the generator's state.
+    generator = torch.Generator().manual_seed(0)
+    assert smoothing_noise(batch, cfg, generator) is None
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
+    got = td3_target(batch, nets.actor_target, nets.critic_target, cfg, None)
+    torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("clipped_double_q", [True, False])
@@ -89,7 +92,8 @@ def test_target_with_smoothing_adds_clipped_gaussian_noise(clipped_double_q: boo
     nets, batch = make_nets(cfg), make_batch()
     noise = torch.randn(B, ACTION_DIM, generator=torch.Generator().manual_seed(7)) * cfg.policy_noise
     assert (noise.abs() > cfg.noise_clip).any()  # the clip is exercised
-    got = td3_target(batch, nets.actor_target, nets.critic_target, cfg, torch.Generator().manual_seed(7))
+    drawn = smoothing_noise(batch, cfg, torch.Generator().manual_seed(7))
+    got = td3_target(batch, nets.actor_target, nets.critic_target, cfg, drawn)
     torch.testing.assert_close(got, target_by_hand(nets, batch, cfg, noise))
     assert not torch.allclose(got, target_by_hand(nets, batch, cfg, None))
 
@@ -97,7 +101,7 @@ def test_target_with_smoothing_adds_clipped_gaussian_noise(clipped_double_q: boo
 def test_terminal_transitions_do_not_bootstrap() -> None:
     cfg = small_cfg()
     nets, batch = make_nets(cfg), make_batch()
-    y = td3_target(batch, nets.actor_target, nets.critic_target, cfg, torch.Generator().manual_seed(0))
+    y = td3_target(batch, nets.actor_target, nets.critic_target, cfg, smoothing_noise(batch, cfg, torch.Generator()))
     done = batch.terminated.bool()
     assert done.any() and (~done).any()
     torch.testing.assert_close(y[done], batch.reward[done])
@@ -108,7 +112,7 @@ def test_reward_clipping_acts_inside_the_target_only() -> None:
     cfg = small_cfg(reward_clip=0.5, target_policy_smoothing=False)
     nets, batch = make_nets(cfg), make_batch(reward_scale=3.0)
     assert (batch.reward.abs() > 0.5).any()
-    y = td3_target(batch, nets.actor_target, nets.critic_target, cfg, torch.Generator())
+    y = td3_target(batch, nets.actor_target, nets.critic_target, cfg, None)
     unclipped = target_by_hand(nets, batch, cfg, None)
     clipped = Batch(batch.obs, batch.action, batch.reward.clamp(-0.5, 0.5), batch.next_obs, batch.terminated)
     torch.testing.assert_close(y, target_by_hand(nets, clipped, cfg, None))
