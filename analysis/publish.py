@@ -34,6 +34,7 @@ import base64
 import json
 import math
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -162,7 +163,8 @@ def how_to_open(tracking_uri: str, arms_url: str | None) -> list[str]:
     serves, then the arms' URL (``publish``'s; None when publishing failed: the command alone)."""
     if tracking_uri.startswith(("http://", "https://")):
         return [f"MLflow: {arms_url or tracking_uri}"]
-    lines = [f"MLflow: mlflow ui --backend-store-uri {tracking_uri}"]
+    beside = Path(sys.executable).with_name("mlflow")  # the environment's own mlflow (.venv/bin/mlflow)
+    lines = [f"MLflow: {beside if beside.exists() else 'mlflow'} ui --backend-store-uri {tracking_uri}"]
     if arms_url:
         lines.append(f"        then open {arms_url} (the arms side by side, the report linked above them)")
     return lines

@@ -423,7 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if results.trials.empty:
         parser.error(f"study {results.name!r} has no trials yet")
     path, arms = write_report(results, args.out or args.storage / results.name / REPORT_DIR)
-    arms_url = publish(results, path.parent)  # the arms' aggregates and this report, into the study's MLflow store
+    try:  # the arms' aggregates and this report, into the study's MLflow store; the report stands without
+        arms_url = publish(results, path.parent)
+    except Exception as error:  # a read-only or unreachable store: the files above are written all the same
+        arms_url = None
+        print(f"MLflow: could not publish the report there: {type(error).__name__}: {' '.join(str(error).split())}")
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 40):
         print(format_ablation(arms).to_string())
     print(f"\nreport: {path}\n        {path.with_suffix('.html')}")

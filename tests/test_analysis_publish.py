@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,10 +131,12 @@ def test_a_study_read_from_a_tune_folder_has_no_store_to_publish_into(tmp_path: 
 
 def test_the_console_says_how_to_open_the_arms() -> None:
     url = "http://127.0.0.1:5000/#/experiments/1/runs?x"
+    mlflow = Path(sys.executable).with_name("mlflow")  # the environment's own, as after make study (.venv/bin)
+    assert mlflow.exists()
     assert publish.how_to_open("sqlite:////s/mlflow.db", url) == [
-        "MLflow: mlflow ui --backend-store-uri sqlite:////s/mlflow.db",
+        f"MLflow: {mlflow} ui --backend-store-uri sqlite:////s/mlflow.db",
         f"        then open {url} (the arms side by side, the report linked above them)",
     ]
-    assert publish.how_to_open("sqlite:////s/mlflow.db", None) == ["MLflow: mlflow ui --backend-store-uri sqlite:////s/mlflow.db"]
+    assert publish.how_to_open("sqlite:////s/mlflow.db", None) == [f"MLflow: {mlflow} ui --backend-store-uri sqlite:////s/mlflow.db"]
     assert publish.runs_page_url("http://head:5000/", "3", "abc").startswith("http://head:5000/#/experiments/3/runs?")
     assert publish.how_to_open("http://head:5000", "http://head:5000/#/x") == ["MLflow: http://head:5000/#/x"]

@@ -197,6 +197,19 @@ def test_a_restored_callback_keeps_logging_into_the_runs_it_made(store: tuple[st
     assert client.get_run(study_run_id).info.status == "FINISHED"
 
 
+def test_a_resumed_study_lifts_arm_runs_an_earlier_version_nested(store: tuple[str, MlflowClient, str]) -> None:
+    """Arm runs were nested under the study run before; the UI folds a nested run under its parent."""
+    uri, client, study_run_id = store
+    callback = make_callback(uri, study_run_id)
+    trial = make_trial("baseline", 0, "n0")
+    callback.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    (arm,) = runs_by_role(client, study_run_id, "arm")
+    client.set_tag(arm.info.run_id, "mlflow.parentRunId", study_run_id)  # as the earlier version left it
+    make_callback(uri, study_run_id)  # the resumed driver's callback, set up by Tune
+    (arm,) = runs_by_role(client, study_run_id, "arm")
+    assert "mlflow.parentRunId" not in arm.data.tags
+
+
 def test_the_study_run_carries_the_study_files_published_returns(tmp_path: Path) -> None:
     """``reference.json`` on the study run holds the study file's ``reference`` as validated, which
     the analysis reads back (analysis.load); a study file without one writes none."""
