@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,9 @@ class MemberRun:
     def outcome(self) -> str:
         """``completed``, or why the guard stopped the member (``q_explosion``, ``non_finite``)."""
         return self.stop_reason or "completed"
+
+
+_BUILDING = threading.Lock()  # one population built at a time: see _run
 
 
 def run_population(
@@ -103,7 +107,8 @@ def _run(
     """One population's loop (see ``run_population``)."""
     member_envs = [envs.make(cfg.env, cfg.env_settings) for _ in seeds]
     declared_range = envs.declared_reward_range(member_envs[0])
-    population = TD3Population(member_envs[0].observation_space, member_envs[0].action_space, cfg.agent, seeds, cfg.device)
+    with _BUILDING:  # members draw their initial weights from torch's global generator, seeded per member
+        population = TD3Population(member_envs[0].observation_space, member_envs[0].action_space, cfg.agent, seeds, cfg.device)
     runs = [MemberRun(seed, env, env.reset(seed=seed)[0]) for seed, env in zip(seeds, member_envs, strict=True)]
     try:
         for step in range(1, cfg.steps + 1):
