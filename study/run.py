@@ -190,6 +190,11 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
     return tuner.fit()
 
 
+
+def folder_name(arm: str) -> str:
+    """An arm's name as a trial folder's (and its TensorBoard run's) prefix: ``regime/arm`` -> ``regime_arm``."""
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", arm)[:80]
+
 class TrialFolders:
     """Tune's ``trial_dirname_creator``: each trial's folder (and TensorBoard run) named by arm and
     seed, e.g. ``tau=0.02_seed1_5f3a2_00004``, instead of Tune's ``td3_trial_<id>_<config>``."""
@@ -199,7 +204,7 @@ class TrialFolders:
 
     def __call__(self, trial: Any) -> str:
         plan = plan_of(self._spec, trial.config)
-        arm = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", plan.arm)[:80]
+        arm = folder_name(plan.arm)
         return f"{arm}_seed{plan.seed}_{trial.trial_id}"
 
 

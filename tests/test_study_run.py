@@ -21,7 +21,7 @@ import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from study.run import main, print_verdicts, publish_report, read_state
+from study.run import folder_name, main, print_verdicts, publish_report, read_state
 from study.plan import expand
 from study.results import STATE_FILE, TUNE_PARAMS_FILE
 from study.spec import SpecError, load_spec
@@ -158,7 +158,8 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     curves = tensorboard_curves(storage / "default", "debug/actor_q_max")
     assert len(curves) == len(runs) and all(steps and steps == sorted(steps) for steps in curves.values()), curves
     # Each trial's folder (its TensorBoard run) is named by its arm and seed.
-    assert {name.split("_seed")[0] for name in curves} == {run.data.tags["arm"] for run in runs}, sorted(curves)
+    assert {name.split("_seed")[0] for name in curves} == {folder_name(run.data.tags["arm"]) for run in runs}, sorted(curves)
+    assert "td3_defaults_baseline" in {name.split("_seed")[0] for name in curves}
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     assert re.search(r"then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning&viewStateShareKey=", out), out
     assert "Traceback" not in out, out  # a normal study's console
@@ -167,8 +168,8 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     # At the end, a verdict line per arm against the baseline, read back from the store: one seed
     # pairs nothing and judges nothing.
     assert "Verdicts (each arm against its regime's baseline;" in out, out
-    assert re.search(r"seed_reward_lr1e-3_tau0\.05/critic_l2=0\.01: exploded [01]/1 vs 1/1 by [\d,]+ steps \(paired on 1 seed, "
-                     r"difference [^)]+\).*: too few seeds to judge runaways", out), out
+    assert re.search(r"seed_reward_lr1e-3_tau0\.05/critic_l2=0\.01: exploded [01]/1 vs 1/1 by [\d,]+ steps \(unpaired difference "
+                     r"[^)]+\).*: too few seeds to judge runaways", out), out
     assert re.search(r"td3_defaults/critic_l2=0\.01: exploded 0/1 vs 0/1", out), out
 
 
