@@ -209,6 +209,7 @@ def publish(results: StudyResults, report_dir: Path | str) -> str | None:
     if runs is None:
         return None
     client = MlflowClient(runs.tracking_uri)
+    r.lift_nested_arm_runs(client, runs.arm_runs.values())  # a store an earlier version wrote
     table = tables.ablation_table(results.trials, results.curves)
     # An arm run whose trials never started has no row.
     figures = {arm: arm_metrics(table.loc[arm]) for arm in runs.arm_runs if arm in table.index}

@@ -136,9 +136,7 @@ class MlflowStudyCallback(tune.Callback):
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any) -> None:
         # A resumed study continues its run, whatever status the interrupted driver left.
         self.client.update_run(self._study_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        for run_id in self._known_runs("arm"):  # arm runs an earlier version nested: top level, as the UI needs
-            if r.PARENT in self.client.get_run(run_id).data.tags:
-                self.client.delete_tag(run_id, r.PARENT)
+        r.lift_nested_arm_runs(self.client, self._known_runs("arm"))
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._trial_run(trial)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,3 +160,11 @@ def summary_from_metrics(metrics: Mapping[str, float], *, stop_reason: str | Non
     step = decode_param(stop_step) if isinstance(stop_step, str) else stop_step
     return TrialSummary(**values, stop_reason=stop_reason or None,
                         stop_step=int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None)
+
+
+def lift_nested_arm_runs(client: Any, run_ids: Iterable[str]) -> None:
+    """Make arm runs an earlier version nested under their study run top level (their ``PARENT``
+    tag removed): MLflow's runs table folds a nested run under a collapsed parent row."""
+    for run_id in run_ids:
+        if PARENT in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, PARENT)

@@ -140,3 +140,15 @@ def test_the_console_says_how_to_open_the_arms() -> None:
     assert publish.how_to_open("sqlite:////s/mlflow.db", None) == [f"MLflow: {mlflow} ui --backend-store-uri sqlite:////s/mlflow.db"]
     assert publish.runs_page_url("http://head:5000/", "3", "abc").startswith("http://head:5000/#/experiments/3/runs?")
     assert publish.how_to_open("http://head:5000", "http://head:5000/#/x") == ["MLflow: http://head:5000/#/x"]
+
+
+def test_publishing_lifts_arm_runs_an_earlier_version_nested(tmp_path: Path) -> None:
+    """Stores written before arms were top level nest them under the study run, which the UI folds."""
+    write_mlflow_study(tmp_path)
+    results = load.load_study(tmp_path)
+    client = MlflowClient(results.mlflow.tracking_uri)
+    for run_id in results.mlflow.arm_runs.values():
+        client.set_tag(run_id, r.PARENT, results.mlflow.study_run_id)
+    report.write_report(results, tmp_path / "report")
+    publish.publish(results, tmp_path / "report")
+    assert not [run_id for run_id in results.mlflow.arm_runs.values() if r.PARENT in client.get_run(run_id).data.tags]
