@@ -15,19 +15,18 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 import envs
 from agents.population import TD3Population
 from study import metrics as m
 from study.config import TrialConfig
 from study.guard import GuardState, StopReason, actor_q_excess, guard_step, q_interval
+from study.trial import configure_torch
 
 OnMemberReport = Callable[[int, dict[str, float]], None]  # (member's seed, its report)
 
@@ -80,7 +79,6 @@ def run_population(
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    torch.set_num_threads(cfg.torch_threads)
     groups = [list(range(k, len(seeds), threads)) for k in range(min(threads, len(seeds)))]
     if len(groups) == 1:
         return _run(cfg, seeds, stop_on_guard, on_report)
@@ -104,7 +102,8 @@ def run_population(
 def _run(
     cfg: TrialConfig, seeds: Sequence[int], stop_on_guard: bool, on_report: OnMemberReport | None
 ) -> list[MemberRun]:
-    """One population's loop (see ``run_population``)."""
+    """One population's loop (see ``run_population``), in the thread that runs it."""
+    configure_torch(cfg.torch_threads)
     member_envs = [envs.make(cfg.env, cfg.env_settings) for _ in seeds]
     declared_range = envs.declared_reward_range(member_envs[0])
     with _BUILDING:  # members draw their initial weights from torch's global generator, seeded per member

@@ -97,6 +97,22 @@ def _from_running_summary(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "history": history}
 
 
+def configure_torch(threads: int) -> None:
+    """PyTorch's CPU settings for training, in the thread that trains: ``threads`` intra-op threads,
+    and subnormal floats flushed to zero.
+
+    Why flush: the weights and Adam moments of hidden units that stop receiving gradient decay
+    towards zero through the subnormal range (below 1.2e-38), where a CPU multiplies about fifty
+    times slower. Measured on a ``critic_l2=0.01`` checkpoint of the default study after 3,500
+    steps, where a quarter of each critic's 256x256 matrix was subnormal: one batch-256 forward
+    through its layers took 36 ms, and 0.76 ms flushed; those trials ran 5x slower than their
+    baseline. Flushing only changes values far below anything a float32 sum of weights can hold.
+    The flag is per thread (the x86 control register), so the thread that trains sets it.
+    """
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
 def run_trial(
     cfg: TrialConfig,
     out_dir: Path | str,
@@ -121,7 +137,7 @@ def run_trial(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.torch_threads)
+    configure_torch(cfg.torch_threads)
 
     env = envs.make(cfg.env, cfg.env_settings)
     # Evaluation gets an env of its own, so it changes neither the training episode nor the training

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import envs
 from study import metrics as m
@@ -217,3 +219,25 @@ def test_a_checkpoint_from_before_the_history_resumes_with_the_same_summary(tmp_
     assert (figures.final_return, figures.best_return, figures.final_return_std) == (-650.0, -600.0, 40.0)
     assert (figures.max_actor_q, figures.min_actor_q, figures.q_low, figures.q_high) == (12.0, -900.0, -1600.0, 0.0)
     assert state.guard_strikes == 1 and state.episodes == 3
+
+
+# --- the CPU's float mode -----------------------------------------------------------------------
+
+
+def test_a_trial_trains_with_subnormal_floats_flushed_in_its_own_thread(tmp_path: Path) -> None:
+    """Subnormal weights made critic_l2 trials 5x slower (study.trial.configure_torch); the flag is
+    per thread, and Ray runs a trial in a thread of its own. Here the thread starts with flushing off."""
+    subnormal = torch.tensor([1e-40])
+    assert subnormal.item() != 0.0, "this CPU keeps subnormal floats: nothing to flush"
+    seen: list[float] = []
+
+    def train() -> None:
+        run_trial(trial("Pendulum-v1", 300), tmp_path, progress=False, tensorboard=False)
+        seen.append((subnormal * 1.0).item())  # a subnormal result is flushed to 0 with the flag on
+
+    torch.set_flush_denormal(False)  # what a new thread inherits here
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join()
+    assert seen == [0.0]
+    assert (subnormal * 1.0).item() != 0.0  # this thread's mode is untouched
