@@ -37,7 +37,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -73,12 +73,17 @@ VIEW_FIGURES = ("seeds", "explosion_rate", "explosion_rate_low", "explosion_rate
 SEED_MEAN_KEYS = (m.ACTOR_Q_MAX, m.Q1_VALUE, m.EVAL_RETURN)
 SEEDS = "seeds"  # seed_mean/seeds: how many of the arm's seeds reported at that step
 REPORT_HTML = "report.html"
+# What analysis.report.write_report writes, and all that goes to the study run: a report folder a
+# person chose (``--out``) may hold other files.
+REPORT_FILES = (REPORT_HTML, "report.md", "actor_q.png", "returns.png", "explosion.png", "trials.csv", "ablation.csv")
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a runs-table view the UI opens by ?viewStateShareKey=key
 NOTE_TAG = "mlflow.note.content"  # an experiment's description, Markdown, shown above its runs table
 NOTE_MARK = "<!-- analysis.publish -->"  # a description this module wrote, and may write again
 DEFAULT_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
 MODEL_TRAINING_PAGES = "workflowType=machine_learning"  # the UI's switch to its runs pages (module docstring)
 CELL_PX_PER_CHAR, CELL_PADDING_PX = 7, 32  # a runs-table column wide enough for its text (MLflow 3.17's font)
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the UI's id of its pinned run-name column (190 px unless told)
+RUN_NAME_EXTRA_PX = 56  # beside a run's name: its colour dot, a parent's expander, a seed run's indent
 
 
 # --- pure: what gets written -------------------------------------------------------------------
@@ -119,11 +124,12 @@ def new_points(wanted: list[Metric], stored: Mapping[tuple[str, int], float]) ->
     return [p for p in wanted if (p.key, p.step) not in stored or not same(stored[p.key, p.step], p.value)]
 
 
-def runs_view(study_run_id: str, arm_figures: Mapping[str, Mapping[str, float]]) -> dict[str, object]:
+def runs_view(study_run_id: str, arm_figures: Mapping[str, Mapping[str, float]], run_names: Iterable[str]) -> dict[str, object]:
     """The runs-table view state MLflow's UI restores from a shared-view tag: the study's arm and seed
     runs (seeds fold under their arm), in the order the arms started, with the ``VIEW_FIGURES``
     columns, each as wide as its name and the arms' values in it (``arm_figures``: arm -> its
-    ``arm_metrics``), which the UI writes out in full."""
+    ``arm_metrics``), which the UI writes out in full, and the run-name column as wide as the longest
+    of ``run_names`` (at its default width ``regime/arm`` names lose the arm, which tells them apart)."""
     keys = [r.ARM_PREFIX + name for name in VIEW_FIGURES]
     columns = [f"metrics.`{key}`" for key in keys]
 
@@ -131,13 +137,15 @@ def runs_view(study_run_id: str, arm_figures: Mapping[str, Mapping[str, float]])
         longest = max([len(key), *(len(_as_the_ui_writes(figures[key])) for figures in arm_figures.values())])
         return CELL_PADDING_PX + CELL_PX_PER_CHAR * longest
 
+    name_width = CELL_PADDING_PX + RUN_NAME_EXTRA_PX + CELL_PX_PER_CHAR * max(map(len, run_names), default=0)
     return {
         "searchFilter": f"tags.`{r.STUDY_RUN}` = '{study_run_id}'",
         "orderByKey": "attributes.start_time",
         "orderByAsc": True,
         "selectedColumns": columns,
-        "columnOrder": columns,
-        "columnWidths": {column: width(key) for column, key in zip(columns, keys, strict=True)},
+        # The UI applies a width only to a column named in the order.
+        "columnOrder": [RUN_NAME_COLUMN, *columns],
+        "columnWidths": {RUN_NAME_COLUMN: name_width, **{column: width(key) for column, key in zip(columns, keys, strict=True)}},
     }
 
 
@@ -204,7 +212,8 @@ def inline_images(html: str, images: Mapping[str, bytes]) -> str:
 def publish(results: StudyResults, report_dir: Path | str) -> str | None:
     """Write the arms' aggregates and the report in ``report_dir`` into the study's MLflow store (see
     the module docstring); returns the URL of the arms side by side (``runs_page_url``), or None for
-    a study read from a Tune folder (no store to write to)."""
+    a study read from a Tune folder (no store to write to). The report goes last: when its upload
+    fails, a line says so and the arms are there all the same."""
     runs = results.mlflow
     if runs is None:
         return None
@@ -214,13 +223,31 @@ def publish(results: StudyResults, report_dir: Path | str) -> str | None:
     # An arm run whose trials never started has no row.
     figures = {arm: arm_metrics(table.loc[arm]) for arm in runs.arm_runs if arm in table.index}
     _log_arms(client, runs, figures, seed_mean_curves(results.curves))
-    _log_report(client, runs.study_run_id, Path(report_dir))
-    view = runs_view(runs.study_run_id, figures)
+    names = [*figures, *(r.trial_run_name(arm, seed) for arm, seed in results.trials[["arm", "seed"]].itertuples(index=False))]
+    view = runs_view(runs.study_run_id, figures, names)
     client.set_experiment_tag(runs.experiment_id, SHARED_VIEW_TAG + runs.study_run_id, json.dumps(view))
     note = client.get_experiment(runs.experiment_id).tags.get(NOTE_TAG)
     if note is None or note.startswith(NOTE_MARK):  # never overwrite a description a person wrote
         client.set_experiment_tag(runs.experiment_id, NOTE_TAG, experiment_note(results.name, runs.experiment_id, runs.study_run_id))
+    try:
+        _log_report(client, runs.study_run_id, Path(report_dir))
+    except Exception as error:  # an artifact store that refuses: the arms above stand without the report
+        print(f"MLflow: could not upload the report to the study run: {_one_line(error)}")
     return runs_page_url(runs.tracking_uri, runs.experiment_id, runs.study_run_id)
+
+
+def publish_or_say(results: StudyResults, report_dir: Path | str) -> str | None:
+    """``publish``, for a caller whose own work is done (the trials ran, the report is written): a
+    store that cannot be written to gets one line saying why, and None."""
+    try:
+        return publish(results, report_dir)
+    except Exception as error:
+        print(f"MLflow: could not publish the report there: {_one_line(error)}")
+        return None
+
+
+def _one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def _log_arms(client: MlflowClient, runs: MlflowRuns, figures: Mapping[str, Mapping[str, float]], means: pd.DataFrame) -> None:
@@ -246,7 +273,7 @@ def _stored(client: MlflowClient, run_id: str, keys: set[str]) -> dict[tuple[str
 
 
 def _log_report(client: MlflowClient, study_run_id: str, report_dir: Path) -> None:
-    files = [path for path in sorted(report_dir.iterdir()) if path.is_file()]
+    files = [report_dir / name for name in REPORT_FILES if (report_dir / name).is_file()]
     images = {path.name: path.read_bytes() for path in files if path.suffix == ".png"}
     with tempfile.TemporaryDirectory() as staging:
         for path in files:

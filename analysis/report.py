@@ -24,7 +24,7 @@ from analysis import plots, tables
 from analysis.verdicts import MIN_SEEDS, span, verdict_line
 from analysis.load import StudyNotFound, StudyResults, load_study
 from study.spec.schema import PublishedReturn, Reference
-from analysis.publish import how_to_open, publish
+from analysis.publish import how_to_open, publish_or_say
 
 REPORT_DIR = "report"
 
@@ -423,11 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if results.trials.empty:
         parser.error(f"study {results.name!r} has no trials yet")
     path, arms = write_report(results, args.out or args.storage / results.name / REPORT_DIR)
-    try:  # the arms' aggregates and this report, into the study's MLflow store; the report stands without
-        arms_url = publish(results, path.parent)
-    except Exception as error:  # a read-only or unreachable store: the files above are written all the same
-        arms_url = None
-        print(f"MLflow: could not publish the report there: {type(error).__name__}: {' '.join(str(error).split())}")
+    arms_url = publish_or_say(results, path.parent)  # the files above stand without the store
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 40):
         print(format_ablation(arms).to_string())
     print(f"\nreport: {path}\n        {path.with_suffix('.html')}")

@@ -182,8 +182,9 @@ class MlflowStudyCallback(tune.Callback):
         if plan.arm not in self._arm_runs:
             run_id = self._find("arm", **{r.ARM: plan.arm})
             if run_id is None:
-                run_id = self._create(plan.arm, {r.ROLE: "arm", r.ARM: plan.arm})  # top level: see the module docstring
-                self._log_params(run_id, encoded_params("", plan.levels))
+                tags = {r.ROLE: "arm", r.ARM: plan.arm, **_regime_tag(plan)}
+                run_id = self._create(plan.arm, tags)  # top level: see the module docstring
+                self._log_params(run_id, {**encoded_params("", plan.levels), **encoded_params("env", plan.config.env_settings)})
             self._arm_runs[plan.arm] = run_id
         return self._arm_runs[plan.arm]
 
@@ -192,12 +193,13 @@ class MlflowStudyCallback(tune.Callback):
             plan = self._plan(trial)
             run_id = self._find("trial", **{r.TRIAL_ID: trial.trial_id})
             if run_id is None:
-                tags = {r.ROLE: "trial", r.ARM: plan.arm, r.SEED: str(plan.seed), r.TRIAL_ID: trial.trial_id}
-                run_id = self._create(f"{plan.arm} seed={plan.seed}", {**tags, r.PARENT: self._arm_run(plan)})
+                tags = {r.ROLE: "trial", r.ARM: plan.arm, r.SEED: str(plan.seed), r.TRIAL_ID: trial.trial_id, **_regime_tag(plan)}
+                run_id = self._create(r.trial_run_name(plan.arm, plan.seed), {**tags, r.PARENT: self._arm_run(plan)})
                 params = {
                     **encoded_params("", plan.levels),
                     r.SEED: r.encode_param(plan.seed),
                     **encoded_params("agent", plan.config.agent.model_dump(mode="json")),
+                    **encoded_params("env", plan.config.env_settings),
                 }
                 self._log_params(run_id, params)
             self._trial_runs[trial.trial_id] = run_id
@@ -235,6 +237,10 @@ class MlflowStudyCallback(tune.Callback):
         self.client.log_dict(run_id, document, r.SUMMARY_FILE)
         status = RunStatus.FAILED if reason == "error" else RunStatus.FINISHED
         self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def _regime_tag(plan: TrialPlan) -> dict[str, str]:
+    return {r.REGIME: plan.regime} if plan.regime is not None else {}
 
 
 def _now_ms() -> int:

@@ -45,6 +45,7 @@ STUDY_RUN = "study.run_id"  # on arm and trial runs: the study run they belong t
 PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag: a trial run's arm run
 STUDY_NAME, STUDY_DESIGN, STUDY_SMOKE = "study.name", "study.design", "study.smoke"
 ARM, SEED, TRIAL_ID, RETRIES = "arm", "seed", "trial_id", "retries"
+REGIME = "regime"  # on arm and trial runs of a study with regimes: the regime the arm is applied to
 STOP_REASON, STOP_STEP = "stop_reason", "stop_step"  # also columns of Tune's result rows
 
 # The experiment's kind, as MLflow's UI names it: model training, not a GenAI app.
@@ -59,6 +60,11 @@ REPORT_ARTIFACTS = "report"  # the study run's artifact folder holding analysis.
 # so a trial's checkpointed history keeps its keys.
 CURVE_KEYS: tuple[str, ...] = (m.EVAL_RETURN, m.EVAL_RETURN_STD, m.EVAL_STEP, m.ACTOR_Q_MAX, m.ACTOR_Q_MIN, m.Q_LOW, m.Q_HIGH,
                                m.GUARD_EXCESS)  # fmt: skip
+
+
+def trial_run_name(arm: str, seed: int) -> str:
+    """A trial's MLflow run name (an arm run is named by its arm)."""
+    return f"{arm} seed={seed}"
 
 
 def default_tracking_uri(storage: Path | str) -> str:

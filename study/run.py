@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.load import load_study
-from analysis.publish import how_to_open, publish
+from analysis.publish import how_to_open, publish_or_say
 from analysis.report import REPORT_DIR, write_report
 from analysis.verdicts import verdict_line
 from analysis.tables import arm_comparisons, missing_baselines, no_baseline_ran
@@ -352,13 +352,12 @@ def publish_report(spec: StudySpec, storage: Path, tracking_uri: str) -> str | N
     try:
         results = load_study(storage, spec.name, tracking_uri=tracking_uri)
         path, _ = write_report(results, storage / spec.name / REPORT_DIR)
-        arms_url = publish(results, path.parent)
     except Exception as error:
         reason = " ".join(str(error).split())
         print(f"\nReport: could not write it from {tracking_uri}: {type(error).__name__}: {reason}")
         return None
     print(f"\nReport: {path.with_suffix('.html')} (also on the study's MLflow run)")
-    return arms_url
+    return publish_or_say(results, path.parent)
 
 
 if __name__ == "__main__":

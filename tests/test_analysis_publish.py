@@ -26,6 +26,7 @@ def publish_study(storage: Path) -> tuple[load.StudyResults, MlflowClient, str]:
     write_mlflow_study(storage)
     results = load.load_study(storage)
     report.write_report(results, storage / "report")
+    (storage / "report" / "my_notes.txt").write_text("a file of the user's beside the report")
     url = publish.publish(results, storage / "report")
     return results, MlflowClient(results.mlflow.tracking_uri), url
 
@@ -90,7 +91,7 @@ def test_arm_runs_carry_the_mean_curves_over_their_seeds_against_env_steps(publi
 def test_the_study_run_holds_the_report_with_its_figures_inline(published, tmp_path: Path) -> None:
     results, client, _ = published
     study_run = results.mlflow.study_run_id
-    assert {Path(a.path).name for a in client.list_artifacts(study_run, r.REPORT_ARTIFACTS)} == REPORT_FILES
+    assert {Path(a.path).name for a in client.list_artifacts(study_run, r.REPORT_ARTIFACTS)} == REPORT_FILES  # not my_notes.txt
     uploaded = Path(client.download_artifacts(study_run, f"{r.REPORT_ARTIFACTS}/report.html", str(tmp_path))).read_text()
     local = (Path(results.source.removeprefix("sqlite:///")).parent / "report" / "report.html").read_text()
     assert 'src="actor_q.png"' in local and 'src="actor_q.png"' not in uploaded
@@ -110,6 +111,43 @@ def test_the_experiment_opens_on_a_view_of_the_arms_with_the_report_linked(publi
     note = tags["mlflow.note.content"]
     assert url.split("/", 3)[3] in note
     assert f"#/experiments/{runs.experiment_id}/runs/{runs.study_run_id}/artifactPath/report/report.html" in note
+
+
+def test_the_run_name_column_is_as_wide_as_the_longest_run_name(published, tmp_path: Path) -> None:
+    """At its default width (190 px) ``regime/arm`` names lose the arm (the browser test sees them whole)."""
+
+    def name_width(results: load.StudyResults, client: MlflowClient) -> int:
+        tags = client.get_experiment(results.mlflow.experiment_id).tags
+        view = json.loads(tags[f"mlflow.sharedViewState.{results.mlflow.study_run_id}"])
+        assert view["columnOrder"][0] == "attributes.`Run Name`"  # the UI sizes only columns in the order
+        return view["columnWidths"]["attributes.`Run Name`"]
+
+    plain = name_width(*published[:2])
+    write_mlflow_study(tmp_path, regime="seed_reward_lr1e-3_tau0.05")
+    results = load.load_study(tmp_path)
+    report.write_report(results, tmp_path / "report")
+    publish.publish(results, tmp_path / "report")
+    longest = max(len(f"{arm} seed={seed}") for arm, seed, *_ in TRIALS.values())  # the seed runs' names
+    widened = name_width(results, MlflowClient(results.mlflow.tracking_uri)) - plain
+    assert widened == 7 * len("seed_reward_lr1e-3_tau0.05/") and plain >= 7 * longest
+
+
+def test_a_report_that_cannot_be_uploaded_leaves_the_arms_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_mlflow_study(tmp_path)
+    results = load.load_study(tmp_path)
+    report.write_report(results, tmp_path / "report")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError("artifact store is read-only")
+
+    monkeypatch.setattr(MlflowClient, "log_artifacts", refuse)  # the fault injected, not the behaviour under test
+    url = publish.publish(results, tmp_path / "report")
+    assert url is not None and "viewStateShareKey=" in url
+    assert "could not upload the report to the study run: PermissionError: artifact store is read-only" in capsys.readouterr().out
+    client = MlflowClient(results.mlflow.tracking_uri)
+    assert client.get_run(results.mlflow.arm_runs["baseline"]).data.metrics["arm/seeds"] == 2
 
 
 def test_publishing_again_logs_only_what_changed_and_keeps_a_persons_description(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ it. The page is read after the UI's JavaScript rendered it (tests/support/browse
 are saved beside the test's output and their paths printed (``pytest -s`` shows them).
 
 The store is tests/support/analysis_store.py's (the layout the study driver writes, real MLflow
-client), so the expected figures are the analysis' own (``tables.ablation_table``) and known.
+client), so the expected figures are the analysis' own (``tables.ablation_table``) and known; its
+arms are one regime's, named as the default study's runaway regime names them, the longest names a
+user meets there.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ TABLE_ROWS = """(() => {
   }
   return named;
 })()"""
+REGIME = "seed_reward_lr1e-3_tau0.05"  # search_spaces/default.yaml's runaway regime
+# The texts in the given columns' cells that the page shows cut short (ellipsis, hidden overflow).
+CUT_SHORT = """((columns) => [...document.querySelectorAll('.ag-row .ag-cell')]
+  .filter(cell => columns.some(column => (cell.getAttribute('col-id') || '').startsWith(column)))
+  .flatMap(cell => [cell, ...cell.querySelectorAll('*')])
+  .filter(node => node.scrollWidth > node.clientWidth + 1)
+  .map(node => node.innerText.trim()))"""
 CLOSE_ASSISTANT = "document.querySelector('button[aria-label=\"Close\"]')?.click(); true"  # MLflow's chat panel
 # The columns a person compares arms by, left to right, and the ablation-table figure each shows.
 COLUMNS = {
@@ -64,7 +73,7 @@ def cell_value(text: str) -> float:
 def test_a_new_user_sees_the_arms_side_by_side_with_their_figures_and_the_report_one_click_away(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_mlflow_study(tmp_path)
+    write_mlflow_study(tmp_path, regime=REGIME)
     assert report.main(["--storage", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     # What the console tells the user to open: the mlflow ui command, then the arms' URL.
@@ -94,18 +103,20 @@ def test_a_new_user_sees_the_arms_side_by_side_with_their_figures_and_the_report
             for name, figure in COLUMNS.items():
                 shown = cell_value(rows[arm][f"metrics.`{r.ARM_PREFIX}{name}`"])
                 assert shown == pytest.approx(float(figures[figure]), rel=1e-9, nan_ok=True), (arm, name, shown)
-        truncated = page.evaluate("[...document.querySelectorAll('.ag-row [col-id^=\"metrics.\"] .ag-cell-value')]"
-                                  ".filter(value => value.scrollWidth > value.clientWidth).map(value => value.innerText)")  # fmt: skip
+        truncated = page.evaluate(f"{CUT_SHORT}(['metrics.', 'attributes.`Run Name`'])")
         assert not truncated, f"cut short on screen: {truncated}"
         headers = page.evaluate("[...document.querySelectorAll('.ag-header-cell')].sort((a, b) => a.getBoundingClientRect().left"
                                 " - b.getBoundingClientRect().left).map(c => c.getAttribute('col-id'))")  # fmt: skip
         assert [h for h in headers if h.startswith("metrics.")] == [f"metrics.`{r.ARM_PREFIX}{n}`" for n in COLUMNS]
 
         # An arm opens on its seeds.
-        seeds = sorted(f"{arm} seed={seed}" for arm, seed, *_ in TRIALS.values() if arm == "baseline")
-        page.evaluate("[...document.querySelectorAll('.ag-row')].find(row => row.innerText.includes('baseline'))"
+        seeds = sorted(r.trial_run_name(f"{REGIME}/{arm}", seed) for arm, seed, *_ in TRIALS.values() if arm == "baseline")
+        page.evaluate("[...document.querySelectorAll('.ag-row')].find(row => row.innerText.includes('/baseline'))"
                       ".querySelector('[col-id=\"attributes.`Run Name`\"] button').click()")  # fmt: skip
         page.wait_for(" && ".join(f"document.body.innerText.includes('{seed}')" for seed in seeds))
+        cut_names = page.evaluate(f"{CUT_SHORT}(['attributes.`Run Name`'])")
+        assert not cut_names, f"run names cut short on screen: {cut_names}"
+        print(f"screenshot of an arm opened on its seeds: {page.screenshot(tmp_path / 'mlflow_seeds.png')}")
 
         # The report: a link above the table, to report.html on the study run, its figures inline.
         href = page.evaluate("[...document.querySelectorAll('a')].find(a => a.innerText === 'the report')?.getAttribute('href')")

@@ -224,3 +224,30 @@ def test_the_study_run_carries_the_study_files_published_returns(tmp_path: Path)
     assert document[0]["returns"]["tau=1.0"] == {"mean": -900.0, "std": 50.0, "trials": 10, "label": "no target"}
     plain = create_study_run(client, experiment_id, SPEC, smoke=False)
     assert client.list_artifacts(plain) == []
+
+
+def test_a_regimes_runs_carry_the_regime_and_its_env_settings(tmp_path: Path) -> None:
+    """Two arms of the same name in two regimes differ in MLflow by more than their names."""
+    spec = validate_spec({
+        "name": "mlflow_regimes", "env": "drive", "design": "one_at_a_time", "seeds": [0],
+        "factors": {"critic_l2": [0.0, 0.01]}, "budget": {"steps": 2_000, "eval_every": 1_000, "checkpoint_every": 1_000},
+        "regimes": {"plain": {}, "short": {"env_settings": {"max_episode_steps": 10, "reward": {"collision_penalty": 0.0}}}},
+    })  # fmt: skip
+    uri = default_tracking_uri(tmp_path)
+    client = MlflowClient(uri)
+    study_run_id = create_study_run(client, open_experiment(client, spec.name, tmp_path / "mlartifacts"), spec, smoke=False)
+    callback = MlflowStudyCallback(spec, uri, study_run_id)
+    trials = [Trial("td3_trial", config={PLAN: plan.model_dump(mode="json")}, trial_id=f"t{i}", stub=True)
+              for i, plan in enumerate(expand(spec))]  # fmt: skip
+    for trial in trials:
+        callback.on_trial_start(iteration=0, trials=trials, trial=trial)
+
+    for role in ("arm", "trial"):
+        runs = {run.info.run_name: run for run in runs_by_role(client, study_run_id, role)}
+        short = [run for name, run in runs.items() if name.startswith("short/")]
+        plain = [run for name, run in runs.items() if name.startswith("plain/")]
+        assert len(short) == len(plain) == 2, sorted(runs)
+        assert {run.data.tags["regime"] for run in short} == {"short"} and {run.data.tags["regime"] for run in plain} == {"plain"}
+        for run in short:
+            assert run.data.params["env.max_episode_steps"] == "10" and run.data.params["env.reward.collision_penalty"] == "0.0"
+        assert not [key for run in plain for key in run.data.params if key.startswith("env.")]

@@ -16,7 +16,7 @@ from mlflow.entities import Metric
 from study import metrics as m
 from study import results as r
 from study.config import TrialConfig
-from study.plan import PLAN, TrialPlan
+from study.plan import PLAN, REGIME_SEPARATOR, TrialPlan
 
 STUDY = "unit"
 STEPS = [500, 1000, 1500, 2000]
@@ -76,11 +76,12 @@ REFERENCE = [
 ]
 
 
-def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: list[dict] | None = None) -> str:
+def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: list[dict] | None = None, regime: str = "") -> str:
     """The store study.run's callback writes: a study run, arm runs tagged with it, trial runs nested
     under their arm, with the contract's tags, JSON parameters and ``summary/*`` metrics
     (``study.results``); ``reference`` as the study run's ``reference.json``, as
-    ``study.mlflow_logging.create_study_run`` logs it."""
+    ``study.mlflow_logging.create_study_run`` logs it; with ``regime``, every arm is that regime's
+    (named ``regime/arm``, as study.plan names them)."""
     uri = r.default_tracking_uri(storage)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment(STUDY, artifact_location=str(storage / "mlartifacts"))
@@ -90,16 +91,19 @@ def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: 
         client.log_param(study, key, r.encode_param(value))
     if reference:
         client.log_dict(study, reference, r.REFERENCE_FILE)
+    def named(arm: str) -> str:
+        return f"{regime}{REGIME_SEPARATOR}{arm}" if regime else arm
+
     arm_ids = {}
     for arm, levels in ARMS.items():
-        tags = {r.ROLE: "arm", r.ARM: arm, r.STUDY_RUN: study}
-        arm_ids[arm] = client.create_run(experiment, tags=tags, run_name=arm).info.run_id
+        tags = {r.ROLE: "arm", r.ARM: named(arm), r.STUDY_RUN: study}
+        arm_ids[arm] = client.create_run(experiment, tags=tags, run_name=named(arm)).info.run_id
         for key, value in levels.items():
             client.log_param(arm_ids[arm], key, r.encode_param(value))
     for trial_id, (arm, seed, stop_reason, stop_step, reports) in TRIALS.items():
-        tags = {r.ROLE: "trial", r.ARM: arm, r.SEED: str(seed), r.TRIAL_ID: trial_id, r.STOP_REASON: stop_reason,
+        tags = {r.ROLE: "trial", r.ARM: named(arm), r.SEED: str(seed), r.TRIAL_ID: trial_id, r.STOP_REASON: stop_reason,
                 r.STOP_STEP: str(stop_step), r.PARENT: arm_ids[arm], r.STUDY_RUN: study}
-        run = client.create_run(experiment, tags=tags, run_name=f"{arm} seed={seed}").info.run_id
+        run = client.create_run(experiment, tags=tags, run_name=r.trial_run_name(named(arm), seed)).info.run_id
         now = int(time.time() * 1000)
         last_step = int(reports[-1][m.ENV_STEPS])
         history = [Metric(k, v, now, int(report[m.ENV_STEPS])) for report in reports for k, v in report.items()]
