@@ -43,12 +43,19 @@ TABLE_ROWS = """(() => {
   return named;
 })()"""
 REGIME = "seed_reward_lr1e-3_tau0.05"  # search_spaces/default.yaml's runaway regime
-# The texts in the given columns' cells that the page shows cut short (ellipsis, hidden overflow).
-CUT_SHORT = """((columns) => [...document.querySelectorAll('.ag-row .ag-cell')]
-  .filter(cell => columns.some(column => (cell.getAttribute('col-id') || '').startsWith(column)))
-  .flatMap(cell => [cell, ...cell.querySelectorAll('*')])
-  .filter(node => node.scrollWidth > node.clientWidth + 1)
-  .map(node => node.innerText.trim()))"""
+# The figures cut short on screen: a metric cell's value wider than its cell.
+CUT_FIGURES = """[...document.querySelectorAll('.ag-row [col-id^="metrics."] .ag-cell-value')]
+  .filter(value => value.scrollWidth > value.clientWidth).map(value => value.innerText)"""
+# The run names cut short on screen: a name whose laid-out text (a Range over it: its full width,
+# ellipsis or not) ends past its link's box or its cell's.
+CUT_NAMES = """[...document.querySelectorAll('.ag-row [col-id="attributes.`Run Name`"] a')]
+  .filter(link => link.innerText.trim())
+  .filter(link => {
+    const text = document.createRange();
+    text.selectNodeContents(link);
+    const end = text.getBoundingClientRect().right;
+    return end > link.getBoundingClientRect().right + 1 || end > link.closest('[role=gridcell]').getBoundingClientRect().right + 1;
+  }).map(link => link.innerText.trim())"""
 CLOSE_ASSISTANT = "document.querySelector('button[aria-label=\"Close\"]')?.click(); true"  # MLflow's chat panel
 # The columns a person compares arms by, left to right, and the ablation-table figure each shows.
 COLUMNS = {
@@ -103,7 +110,9 @@ def test_a_new_user_sees_the_arms_side_by_side_with_their_figures_and_the_report
             for name, figure in COLUMNS.items():
                 shown = cell_value(rows[arm][f"metrics.`{r.ARM_PREFIX}{name}`"])
                 assert shown == pytest.approx(float(figures[figure]), rel=1e-9, nan_ok=True), (arm, name, shown)
-        truncated = page.evaluate(f"{CUT_SHORT}(['metrics.', 'attributes.`Run Name`'])")
+        names = page.evaluate("[...document.querySelectorAll('.ag-row [col-id=\"attributes.`Run Name`\"] a')].map(a => a.innerText.trim())")
+        assert set(expected.index) <= set(names), names  # what CUT_NAMES measures
+        truncated = page.evaluate(CUT_FIGURES) + page.evaluate(CUT_NAMES)
         assert not truncated, f"cut short on screen: {truncated}"
         headers = page.evaluate("[...document.querySelectorAll('.ag-header-cell')].sort((a, b) => a.getBoundingClientRect().left"
                                 " - b.getBoundingClientRect().left).map(c => c.getAttribute('col-id'))")  # fmt: skip
@@ -114,7 +123,7 @@ def test_a_new_user_sees_the_arms_side_by_side_with_their_figures_and_the_report
         page.evaluate("[...document.querySelectorAll('.ag-row')].find(row => row.innerText.includes('/baseline'))"
                       ".querySelector('[col-id=\"attributes.`Run Name`\"] button').click()")  # fmt: skip
         page.wait_for(" && ".join(f"document.body.innerText.includes('{seed}')" for seed in seeds))
-        cut_names = page.evaluate(f"{CUT_SHORT}(['attributes.`Run Name`'])")
+        cut_names = page.evaluate(CUT_NAMES)
         assert not cut_names, f"run names cut short on screen: {cut_names}"
         print(f"screenshot of an arm opened on its seeds: {page.screenshot(tmp_path / 'mlflow_seeds.png')}")
 
