@@ -227,6 +227,7 @@ def test_a_checkpoint_from_before_the_history_resumes_with_the_same_summary(tmp_
 def test_a_trial_trains_with_subnormal_floats_flushed_in_its_own_thread(tmp_path: Path) -> None:
     """Subnormal weights made critic_l2 trials 5x slower (study.trial.configure_torch); the flag is
     per thread, and Ray runs a trial in a thread of its own. Here the thread starts with flushing off."""
+    torch.set_flush_denormal(False)  # what a new thread inherits here (an earlier test's trial may have set it)
     subnormal = torch.tensor([1e-40])
     assert subnormal.item() != 0.0, "this CPU keeps subnormal floats: nothing to flush"
     seen: list[float] = []
@@ -235,7 +236,6 @@ def test_a_trial_trains_with_subnormal_floats_flushed_in_its_own_thread(tmp_path
         run_trial(trial("Pendulum-v1", 300), tmp_path, progress=False, tensorboard=False)
         seen.append((subnormal * 1.0).item())  # a subnormal result is flushed to 0 with the flag on
 
-    torch.set_flush_denormal(False)  # what a new thread inherits here
     thread = threading.Thread(target=train)
     thread.start()
     thread.join()
