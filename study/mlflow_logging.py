@@ -184,7 +184,7 @@ class MlflowStudyCallback(tune.Callback):
             if run_id is None:
                 tags = {r.ROLE: "arm", r.ARM: plan.arm, **_regime_tag(plan)}
                 run_id = self._create(plan.arm, tags)  # top level: see the module docstring
-                self._log_params(run_id, {**encoded_params("", plan.levels), **encoded_params("env", plan.config.env_settings)})
+                self._log_params(run_id, encoded_params("", plan.levels))  # an arm run's params are its factors (analysis.load)
             self._arm_runs[plan.arm] = run_id
         return self._arm_runs[plan.arm]
 

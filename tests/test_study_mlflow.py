@@ -248,6 +248,7 @@ def test_a_regimes_runs_carry_the_regime_and_its_env_settings(tmp_path: Path) ->
         plain = [run for name, run in runs.items() if name.startswith("plain/")]
         assert len(short) == len(plain) == 2, sorted(runs)
         assert {run.data.tags["regime"] for run in short} == {"short"} and {run.data.tags["regime"] for run in plain} == {"plain"}
-        for run in short:
-            assert run.data.params["env.max_episode_steps"] == "10" and run.data.params["env.reward.collision_penalty"] == "0.0"
-        assert not [key for run in plain for key in run.data.params if key.startswith("env.")]
+        if role == "trial":  # on arm runs every param reads as a factor (analysis.load): env settings stay off them
+            for run in short:
+                assert run.data.params["env.max_episode_steps"] == "10" and run.data.params["env.reward.collision_penalty"] == "0.0"
+        assert not [key for run in (plain if role == "trial" else [*plain, *short]) for key in run.data.params if key.startswith("env.")]
