@@ -190,10 +190,10 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
     return tuner.fit()
 
 
-
 def folder_name(arm: str) -> str:
     """An arm's name as a trial folder's (and its TensorBoard run's) prefix: ``regime/arm`` -> ``regime_arm``."""
     return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", arm)[:80]
+
 
 class TrialFolders:
     """Tune's ``trial_dirname_creator``: each trial's folder (and TensorBoard run) named by arm and
@@ -356,7 +356,8 @@ def publish_report(spec: StudySpec, storage: Path, tracking_uri: str) -> str | N
         reason = " ".join(str(error).split())
         print(f"\nReport: could not write it from {tracking_uri}: {type(error).__name__}: {reason}")
         return None
-    print(f"\nReport: {path.with_suffix('.html')} (also on the study's MLflow run)")
+    # Whether it reached the study's MLflow run too, publishing says (a line when the upload failed).
+    print(f"\nReport: {path.with_suffix('.html')}")
     return publish_or_say(results, path.parent)
 
 
