@@ -51,7 +51,8 @@ from study import metrics as m
 from study import results as r
 
 # arm/<name> -> the ablation_table column it holds (counts and rates of explosions by the horizon,
-# the return at the arm's common step: 95% intervals, Wilson for the rate, Student-t for the mean).
+# the return at the step common to every arm of its regime, so that a column compares the arms:
+# 95% intervals, Wilson for the rate, Student-t for the mean).
 ARM_FIGURES: dict[str, str] = {
     "seeds": "n_seeds",
     "exploded": "exploded",
@@ -62,10 +63,10 @@ ARM_FIGURES: dict[str, str] = {
     "explosion_rate_low": "explosion_rate_low",
     "explosion_rate_high": "explosion_rate_high",
     "median_explosion_step": "median_explosion_step",
-    "common_step": "return_step",
-    "return_mean": "return_mean",
-    "return_mean_low": "return_mean_low",
-    "return_mean_high": "return_mean_high",
+    "common_step": "shared_step",
+    "return_mean": "shared_return_mean",
+    "return_mean_low": "shared_return_mean_low",
+    "return_mean_high": "shared_return_mean_high",
 }
 # The columns of the shared view, left to right: what a person compares arms by, first.
 VIEW_FIGURES = ("seeds", "explosion_rate", "explosion_rate_low", "explosion_rate_high", "return_mean", "return_mean_low",
@@ -184,14 +185,15 @@ def report_route(experiment_id: str, study_run_id: str) -> str:
     return f"{path}?{MODEL_TRAINING_PAGES}"
 
 
-def experiment_note(study: str, experiment_id: str, study_run_id: str) -> str:
-    """The experiment's description: where the arms and the report are, one click each."""
-    return "\n".join([
-        NOTE_MARK,
-        f"**Study `{study}`**: [the arms side by side]({runs_page_route(experiment_id, study_run_id)}) "
-        f"(95% intervals; seeds fold under their arm) · [the report]({report_route(experiment_id, study_run_id)}) "
-        "(verdicts, tables, plots, CSVs)",
-    ])  # fmt: skip
+def experiment_note(study: str, experiment_id: str, study_run_id: str, report_uploaded: bool = True) -> str:
+    """The experiment's description: where the arms and the report are, one click each (a report
+    whose upload failed is named as missing, not linked)."""
+    arms = f"[the arms side by side]({runs_page_route(experiment_id, study_run_id)}) (95% intervals; seeds fold under their arm)"
+    if report_uploaded:
+        report = f"[the report]({report_route(experiment_id, study_run_id)}) (verdicts, tables, plots, CSVs)"
+    else:
+        report = "the report is not here (its upload failed): it is in the study's report folder"
+    return "\n".join([NOTE_MARK, f"**Study `{study}`**: {arms} · {report}"])
 
 
 def inline_images(html: str, images: Mapping[str, bytes]) -> str:
@@ -226,13 +228,16 @@ def publish(results: StudyResults, report_dir: Path | str) -> str | None:
     names = [*figures, *(r.trial_run_name(arm, seed) for arm, seed in results.trials[["arm", "seed"]].itertuples(index=False))]
     view = runs_view(runs.study_run_id, figures, names)
     client.set_experiment_tag(runs.experiment_id, SHARED_VIEW_TAG + runs.study_run_id, json.dumps(view))
-    note = client.get_experiment(runs.experiment_id).tags.get(NOTE_TAG)
-    if note is None or note.startswith(NOTE_MARK):  # never overwrite a description a person wrote
-        client.set_experiment_tag(runs.experiment_id, NOTE_TAG, experiment_note(results.name, runs.experiment_id, runs.study_run_id))
     try:
         _log_report(client, runs.study_run_id, Path(report_dir))
+        report_uploaded = True
     except Exception as error:  # an artifact store that refuses: the arms above stand without the report
-        print(f"MLflow: could not upload the report to the study run: {_one_line(error)}")
+        print(f"MLflow: could not upload the report to the study run: {one_line(error)}")
+        report_uploaded = False
+    note = client.get_experiment(runs.experiment_id).tags.get(NOTE_TAG)
+    if note is None or note.startswith(NOTE_MARK):  # never overwrite a description a person wrote
+        note = experiment_note(results.name, runs.experiment_id, runs.study_run_id, report_uploaded)
+        client.set_experiment_tag(runs.experiment_id, NOTE_TAG, note)
     return runs_page_url(runs.tracking_uri, runs.experiment_id, runs.study_run_id)
 
 
@@ -242,11 +247,12 @@ def publish_or_say(results: StudyResults, report_dir: Path | str) -> str | None:
     try:
         return publish(results, report_dir)
     except Exception as error:
-        print(f"MLflow: could not publish the report there: {_one_line(error)}")
+        print(f"MLflow: could not publish the arms' figures and the report there: {one_line(error)}")
         return None
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
+    """An error as one console line: its type and its message with the line breaks folded."""
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 

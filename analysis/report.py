@@ -74,7 +74,15 @@ def step(value: float) -> str:
 
 def format_ablation(table: pd.DataFrame) -> pd.DataFrame:
     """An ``ablation_table`` / ``factor_level_table`` for reading: estimates with their 95% CIs,
-    the step returns are read at, explosions of the trials observed to the horizon."""
+    the step returns are read at, explosions of the trials observed to the horizon. Arm tables also
+    give the return at the step common to the arm's regime (``tables.shared_returns``), the figure
+    MLflow's runs table compares arms by."""
+    shared = {}
+    if "shared_step" in table:
+        shared = {
+            "regime's common step": [step(v) for v in table["shared_step"]],
+            "return there [95% t CI]": _column(table, "shared_return_mean"),
+        }
     return pd.DataFrame(
         {
             "seeds": [f"{n} ({k} evaluated)" if k < n else str(n) for n, k in table[["n_seeds", "n_returns"]].to_numpy()],
@@ -84,6 +92,7 @@ def format_ablation(table: pd.DataFrame) -> pd.DataFrame:
                 "IQM = mean (n < 4)" if is_mean and not math.isnan(v) else number(v)
                 for v, is_mean in zip(table["return_iqm"], table["iqm_is_mean"], strict=True)
             ],
+            **shared,
             "exploded / observed": [f"{k}/{n}" for k, n in zip(table["exploded"], table["observed"], strict=True)],
             "censored": table["censored"],
             "explosions to step": [step(v) for v in table["horizon"]],
@@ -184,6 +193,8 @@ def headline(table: pd.DataFrame) -> str:
 ABLATION_NOTE = (
     "Return: each trial's latest evaluation at the last env step every trial of the row reached (return at step), "
     "mean with its Student-t 95% interval over seeds; the IQM (25% trimmed mean) trims nothing below 4 seeds. "
+    "The same return at the last step every trial of the arm's regime reached (regime's common step) compares "
+    "one arm with another. "
     "Explosions by one horizon (explosions to step): a trial stopped before it without exploding is censored, "
     "in neither count; the rate has its Wilson 95% interval."
 )

@@ -161,12 +161,30 @@ def summarize(group: pd.DataFrame, curves: pd.DataFrame, horizon: float) -> dict
 def ablation_table(trials: pd.DataFrame, curves: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """A row per value of ``by`` (an arm, or one factor's levels), in natural order. Every row
     counts explosions by one horizon, ``stats.default_horizon`` of all the trials; each reads
-    returns at its own common step, which ``return_step`` states."""
+    returns at its own common step, which ``return_step`` states. Arm rows also read them at the
+    step common to every arm of their regime (``shared_*``), where one arm's returns compare with
+    another's (the MLflow runs table shows these side by side)."""
     present = trials.dropna(subset=[by])
     order = arm_order(present[by]) if by == "arm" else level_order(present[by])
     horizon = stats.default_horizon(present)
     rows = [{by: key, **summarize(present[present[by] == key], curves, horizon)} for key in order]
-    return pd.DataFrame(rows).set_index(by)
+    table = pd.DataFrame(rows).set_index(by)
+    return table.join(shared_returns(present, curves)) if by == "arm" else table
+
+
+def shared_returns(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: ``shared_step``, the common step of all its regime's trials (of every trial without
+    regimes), and the mean return there with its t interval over the arm's evaluated seeds."""
+    rows = []
+    for _, regime in trials.groupby(trials["arm"].map(lambda arm: regime_of(arm) or ""), sort=False):
+        step, at_step = returns_at_common_step(curves, regime)
+        for arm, group in regime.groupby("arm", sort=False):
+            returns = at_step.reindex(group["trial_id"]).dropna().to_numpy(dtype=float)
+            low, high = stats.t_interval(returns)
+            mean = float(np.mean(returns)) if len(returns) else math.nan
+            rows.append({"arm": arm, "shared_step": step, "shared_return_mean": mean,
+                         "shared_return_mean_low": low, "shared_return_mean_high": high})  # fmt: skip
+    return pd.DataFrame(rows).set_index("arm")
 
 
 def factor_level_table(trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:

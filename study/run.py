@@ -33,8 +33,8 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 from rich.table import Table
 
-from analysis.load import load_study
-from analysis.publish import how_to_open, publish_or_say
+from analysis.load import StudyResults, load_study
+from analysis.publish import how_to_open, one_line, publish_or_say
 from analysis.report import REPORT_DIR, write_report
 from analysis.verdicts import verdict_line
 from analysis.tables import arm_comparisons, missing_baselines, no_baseline_ran
@@ -43,7 +43,7 @@ from study import results as r
 from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
 from study.plan import BASELINE, TrialPlan, expand, plan_of
-from study.scheduler import GuardedASHA, StopReasonCallback
+from study.scheduler import QGuardScheduler, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
 from study.tensorboard_logging import TensorBoardCallback
@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     outcomes = collect_outcomes(spec, results)
     print_table(spec, outcomes)
-    print_verdicts(spec, storage, tracking_uri)
-    arms_url = publish_report(spec, storage, tracking_uri)
+    study_results = read_back(spec, storage, tracking_uri)
+    print_verdicts(spec, study_results, storage)
+    arms_url = publish_report(spec, study_results, storage)
     print("\n" + "\n".join(how_to_open(tracking_uri, arms_url)))
     print(f"Tune results: {storage / spec.name}")
     print(f"TensorBoard: tensorboard --logdir {storage / spec.name}")
@@ -151,7 +152,7 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
         tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
         return tuner.fit()
 
-    scheduler = GuardedASHA(
+    scheduler = QGuardScheduler(
         spec.guard,
         max_t=spec.budget.steps,
         asha=bool(spec.scheduler.asha),
@@ -317,23 +318,34 @@ def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
     Console(width=max(Console().width, 120)).print(table)  # a pipe reports 80 columns
 
 
-def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
+def read_back(spec: StudySpec, storage: Path, tracking_uri: str) -> StudyResults | None:
+    """The finished study as the report reads it (``analysis.load``), for the verdicts and the report;
+    None, with a line saying why, when it cannot be read: the trials ran and are stored, and a failed
+    read-back must not fail the study (``python -m analysis.report`` can be run again)."""
+    try:
+        return load_study(storage, spec.name, tracking_uri=tracking_uri)
+    except Exception as error:
+        print(f"\nResults: could not read the study's results back from {tracking_uri}: {one_line(error)}")
+        return None
+
+
+def print_verdicts(spec: StudySpec, results: StudyResults | None, storage: Path) -> None:
     """A line per arm against the baseline (``analysis.verdicts.verdict_line``: paired by seed, returns
-    at a common step, censored trials counted apart), read back from the store as the report reads
-    it. One-at-a-time designs only; a note for the others, and for a study without a baseline."""
+    at a common step, censored trials counted apart). One-at-a-time designs only; a note for the
+    others, and for a study without a baseline."""
     if spec.design != "one_at_a_time":
         print(f"\nVerdicts: none for a {spec.design} design (python -m analysis.report has its tables)")
         return
+    if results is None:
+        return
+    missing = missing_baselines(results.trials["arm"])
+    if no_baseline_ran(results.trials["arm"]):
+        print(f"\nVerdicts: none, the study has no {' or '.join(map(repr, missing))} arm to compare against")
+        return
     try:
-        results = load_study(storage, spec.name, tracking_uri=tracking_uri)
-        missing = missing_baselines(results.trials["arm"])
-        if no_baseline_ran(results.trials["arm"]):
-            print(f"\nVerdicts: none, the study has no {' or '.join(map(repr, missing))} arm to compare against")
-            return
         lines = [verdict_line(c) for c in arm_comparisons(results.trials, results.curves)]
-    except Exception as error:  # the trials ran and are stored: a failed read-back must not fail the study
-        reason = " ".join(str(error).split())  # one line, whatever the error's message spans
-        print(f"\nVerdicts: could not read the study's results back from {tracking_uri}: {type(error).__name__}: {reason}")
+    except Exception as error:  # as for the read-back: the study's trials stand
+        print(f"\nVerdicts: could not compare the arms: {one_line(error)}")
         return
     report = f"python -m analysis.report --storage {storage} --study {spec.name}"
     against = f"its regime's {BASELINE}" if spec.regimes else BASELINE
@@ -344,17 +356,17 @@ def print_verdicts(spec: StudySpec, storage: Path, tracking_uri: str) -> None:
         print(f"  (no {' or '.join(map(repr, missing))} arm ran: its regime's arms are not compared)")
 
 
-def publish_report(spec: StudySpec, storage: Path, tracking_uri: str) -> str | None:
+def publish_report(spec: StudySpec, results: StudyResults | None, storage: Path) -> str | None:
     """The report in ``<storage>/<study>/report`` and, in the study's MLflow store, each arm's aggregates
     and the report on the study run, as ``python -m analysis.report`` writes them (``analysis.publish``);
     returns the URL of the arms side by side. Like the verdicts, it never fails a study whose trials
     ran: a line says what went wrong, and ``analysis.report`` can be run again."""
+    if results is None:
+        return None
     try:
-        results = load_study(storage, spec.name, tracking_uri=tracking_uri)
         path, _ = write_report(results, storage / spec.name / REPORT_DIR)
     except Exception as error:
-        reason = " ".join(str(error).split())
-        print(f"\nReport: could not write it from {tracking_uri}: {type(error).__name__}: {reason}")
+        print(f"\nReport: could not write it: {one_line(error)}")
         return None
     # Whether it reached the study's MLflow run too, publishing says (a line when the upload failed).
     print(f"\nReport: {path.with_suffix('.html')}")

@@ -14,7 +14,9 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ from study.results import CURVE_KEYS, SUMMARY_FILE, summarize
 OnReport = Callable[[dict[str, float], Path | None], None]
 
 CHECKPOINT_DIR = "checkpoint"
+SUBNORMAL_BITS = 1 << 20  # a float32 of these bits is 1.5e-39: subnormal
+PARALLEL_PROBE_SIZE = 1 << 18  # elements: well above ATen's grain (32,768), so every intra-op thread takes a part
 STATE_FILE = "trial_state.json"
 # Evaluation episodes use their own seeds, the same at every evaluation and in every arm,
 # so that returns compare across checkpoints and configurations.
@@ -107,10 +111,44 @@ def configure_torch(threads: int) -> None:
     steps, where a quarter of each critic's 256x256 matrix was subnormal: one batch-256 forward
     through its layers took 36 ms, and 0.76 ms flushed; those trials ran 5x slower than their
     baseline. Flushing only changes values far below anything a float32 sum of weights can hold.
-    The flag is per thread (the x86 control register), so the thread that trains sets it.
+
+    The flag is per thread (the x86 control register), so the thread that trains sets it. PyTorch's
+    intra-op threads copy it from that thread when they start: they start with its first parallel
+    op, after this call, unless the thread ran one before (a script that trained, then calls
+    ``run_trial``), when they keep the mode they had. That case gets a warning: it cannot be mended
+    from here. A Ray trial runs in a thread of its own, and ``torch_threads`` 1 uses no such threads.
     """
     torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+    if torch.set_flush_denormal(True) and threads > 1 and not _flushes_subnormals(PARALLEL_PROBE_SIZE):
+        warnings.warn(
+            f"subnormal floats are flushed in this thread but not in the {threads - 1} PyTorch intra-op "
+            "threads it started before the trial, which keep their own float mode: a critic whose weights "
+            "decay (critic_l2, weight decay) may train several times slower. Run the trial in a new "
+            "thread or process (study.run does), or with torch_threads 1.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _flushes_subnormals(size: int = 1) -> bool:
+    """Whether a product of subnormal floats comes out as zero here (over ``size`` elements: a
+    tensor large enough is split across PyTorch's intra-op threads). The floats are made from their
+    bits: ``torch.full(..., 1e-40)`` would convert the number in this thread, already flushing it."""
+    subnormal = torch.full((size,), SUBNORMAL_BITS, dtype=torch.int32).view(torch.float32)
+    return bool((subnormal * 1.0 == 0).all())
+
+
+@contextmanager
+def torch_for_training(threads: int) -> Iterator[None]:
+    """``configure_torch`` for the body of the ``with``, then the calling thread's thread count and
+    float mode as they were (a script that calls ``run_trial`` keeps its own)."""
+    threads_before, flushed_before = torch.get_num_threads(), _flushes_subnormals()
+    configure_torch(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.set_flush_denormal(flushed_before)
 
 
 def run_trial(
@@ -137,113 +175,112 @@ def run_trial(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    configure_torch(cfg.torch_threads)
+    with torch_for_training(cfg.torch_threads):
+        env = envs.make(cfg.env, cfg.env_settings)
+        # Evaluation gets an env of its own, so it changes neither the training episode nor the training
+        # env's random stream. A CARLA trial holds one server: it evaluates on the training env.
+        shared_env = envs.needs_server(cfg.env)
+        eval_env = env if shared_env else envs.make(cfg.env, cfg.env_settings)
+        agent = TD3(env.observation_space, env.action_space, cfg.agent, device=cfg.device, seed=cfg.seed)
+        declared_range = envs.declared_reward_range(env)
+        state = TrialState()
+        if resume_from is not None:
+            agent.load(resume_from)
+            state = TrialState.load(Path(resume_from) / STATE_FILE)
+            if math.isnan(state.eval_step) and math.isfinite(state.eval_return_mean):  # saved before eval_step was
+                state.eval_step = agent.env_steps // cfg.eval_every * cfg.eval_every
+            episode, obs, note = resume_episode(
+                env, Path(resume_from), replayable=not shared_env, seed=cfg.seed + agent.env_steps
+            )
+            state.resumes.append(f"at {agent.env_steps} env steps: {note}")
+        else:
+            episode, obs = TrainingEpisode.begin(env, seed=cfg.seed)
 
-    env = envs.make(cfg.env, cfg.env_settings)
-    # Evaluation gets an env of its own, so it changes neither the training episode nor the training
-    # env's random stream. A CARLA trial holds one server: it evaluates on the training env.
-    shared_env = envs.needs_server(cfg.env)
-    eval_env = env if shared_env else envs.make(cfg.env, cfg.env_settings)
-    agent = TD3(env.observation_space, env.action_space, cfg.agent, device=cfg.device, seed=cfg.seed)
-    declared_range = envs.declared_reward_range(env)
-    state = TrialState()
-    if resume_from is not None:
-        agent.load(resume_from)
-        state = TrialState.load(Path(resume_from) / STATE_FILE)
-        if math.isnan(state.eval_step) and math.isfinite(state.eval_return_mean):  # saved before eval_step was
-            state.eval_step = agent.env_steps // cfg.eval_every * cfg.eval_every
-        episode, obs, note = resume_episode(
-            env, Path(resume_from), replayable=not shared_env, seed=cfg.seed + agent.env_steps
-        )
-        state.resumes.append(f"at {agent.env_steps} env steps: {note}")
-    else:
-        episode, obs = TrainingEpisode.begin(env, seed=cfg.seed)
+        def end_episode() -> None:
+            """Count the training episode that just ended (or was cut short), then start the next one.
 
-    def end_episode() -> None:
-        """Count the training episode that just ended (or was cut short), then start the next one.
+            An episode with no step yet (one that began on this step) is not counted again.
+            """
+            nonlocal episode, obs
+            if episode.length > 0:
+                state.recent_returns.append(episode.episode_return)
+                state.recent_lengths.append(episode.length)
+                state.episodes += 1
+            if between_episodes is not None:
+                between_episodes()
+            episode, obs = TrainingEpisode.begin(env)
 
-        An episode with no step yet (one that began on this step) is not counted again.
-        """
-        nonlocal episode, obs
-        if episode.length > 0:
-            state.recent_returns.append(episode.episode_return)
-            state.recent_lengths.append(episode.length)
-            state.episodes += 1
-        if between_episodes is not None:
-            between_episodes()
-        episode, obs = TrainingEpisode.begin(env)
-
-    writer = None
-    if tensorboard:
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=agent.env_steps or None)
-        writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=2)}\n```", agent.env_steps)
-    bar = tqdm(total=cfg.steps, initial=agent.env_steps, disable=not progress, unit="step", dynamic_ncols=True)
-    started = time.perf_counter()
-    try:
-        window = _RateWindow.start(agent)
-        while agent.env_steps < cfg.steps:
-            action = agent.act(obs, explore=True)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            agent.observe(obs, action, float(reward), next_obs, terminated)
-            episode.record(action, float(reward))
-            obs = next_obs
-            if terminated or truncated:
-                end_episode()
-
-            step = agent.env_steps
-            last_step = step == cfg.steps
-            report_due = step % cfg.report_every == 0 or last_step
-            agent_metrics = agent.update(diagnostics=report_due)
-            if not report_due:
-                continue
-
-            rates = window.finish(agent)
-            if step % cfg.eval_every == 0 or last_step:
-                if shared_env:
-                    # The training episode ends here (its last transition already bootstraps, as a
-                    # truncation should); every evaluation episode passes the between-episodes hook,
-                    # and the training env's random stream continues as if evaluation had not run.
-                    training_rng = rng_state(env)
-                    _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
-                    set_rng_state(env, training_rng)
-                    end_episode()
-                else:
-                    _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
-            report = _build_report(state, agent_metrics, rates, step)
-            interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
-            # The agent reports no actor-path Q before its first actor step, nor on a step with no
-            # update (a resumed buffer-less checkpoint refilling): nothing to judge then.
-            guard_stop = _apply_guard(state, report, interval, m.ACTOR_Q_MAX in agent_metrics, cfg)
-            for key, series in state.history.items():
-                series.append(report[key])
-            stopping = guard_stop is not None and stop_on_guard
-            if stopping:
-                state.stop_reason, state.stop_step = guard_stop, step
-
-            state.wall_time_s += time.perf_counter() - started
-            started = time.perf_counter()
-            checkpoint = None
-            if step % cfg.checkpoint_every == 0 or last_step or stopping:
-                checkpoint = save_checkpoint(out_dir / CHECKPOINT_DIR, agent, state, episode, obs, cfg.checkpoint_buffer)
-            _log_tensorboard(writer, report, step)
-            bar.update(step - bar.n)
-            bar.set_postfix(_progress_postfix(report), refresh=False)
-            if on_report is not None:
-                on_report(report, checkpoint)
+        writer = None
+        if tensorboard:
+            writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=agent.env_steps or None)
+            writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=2)}\n```", agent.env_steps)
+        bar = tqdm(total=cfg.steps, initial=agent.env_steps, disable=not progress, unit="step", dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
             window = _RateWindow.start(agent)
-            if stopping:
-                break
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        env.close()
-        if eval_env is not env:
-            eval_env.close()
+            while agent.env_steps < cfg.steps:
+                action = agent.act(obs, explore=True)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                agent.observe(obs, action, float(reward), next_obs, terminated)
+                episode.record(action, float(reward))
+                obs = next_obs
+                if terminated or truncated:
+                    end_episode()
 
-    summary = _summary(state, agent, declared_range, cfg)
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    return summary
+                step = agent.env_steps
+                last_step = step == cfg.steps
+                report_due = step % cfg.report_every == 0 or last_step
+                agent_metrics = agent.update(diagnostics=report_due)
+                if not report_due:
+                    continue
+
+                rates = window.finish(agent)
+                if step % cfg.eval_every == 0 or last_step:
+                    if shared_env:
+                        # The training episode ends here (its last transition already bootstraps, as a
+                        # truncation should); every evaluation episode passes the between-episodes hook,
+                        # and the training env's random stream continues as if evaluation had not run.
+                        training_rng = rng_state(env)
+                        _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
+                        set_rng_state(env, training_rng)
+                        end_episode()
+                    else:
+                        _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
+                report = _build_report(state, agent_metrics, rates, step)
+                interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
+                # The agent reports no actor-path Q before its first actor step, nor on a step with no
+                # update (a resumed buffer-less checkpoint refilling): nothing to judge then.
+                guard_stop = _apply_guard(state, report, interval, m.ACTOR_Q_MAX in agent_metrics, cfg)
+                for key, series in state.history.items():
+                    series.append(report[key])
+                stopping = guard_stop is not None and stop_on_guard
+                if stopping:
+                    state.stop_reason, state.stop_step = guard_stop, step
+
+                state.wall_time_s += time.perf_counter() - started
+                started = time.perf_counter()
+                checkpoint = None
+                if step % cfg.checkpoint_every == 0 or last_step or stopping:
+                    checkpoint = save_checkpoint(out_dir / CHECKPOINT_DIR, agent, state, episode, obs, cfg.checkpoint_buffer)
+                _log_tensorboard(writer, report, step)
+                bar.update(step - bar.n)
+                bar.set_postfix(_progress_postfix(report), refresh=False)
+                if on_report is not None:
+                    on_report(report, checkpoint)
+                window = _RateWindow.start(agent)
+                if stopping:
+                    break
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+            env.close()
+            if eval_env is not env:
+                eval_env.close()
+
+        summary = _summary(state, agent, declared_range, cfg)
+        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        return summary
 
 
 def evaluate(

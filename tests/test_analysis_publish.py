@@ -58,9 +58,9 @@ def test_arm_runs_carry_the_ablation_figures_at_step_zero(published) -> None:
         metrics, row = client.get_run(run_id).data.metrics, table.loc[arm]
         assert metrics["arm/seeds"] == row["n_seeds"] == sum(1 for trial in TRIALS.values() if trial[0] == arm)
         for name, column in [("explosion_rate", "explosion_rate"), ("explosion_rate_low", "explosion_rate_low"),
-                             ("explosion_rate_high", "explosion_rate_high"), ("return_mean", "return_mean"),
-                             ("return_mean_low", "return_mean_low"), ("return_mean_high", "return_mean_high"),
-                             ("common_step", "return_step"), ("median_explosion_step", "median_explosion_step"),
+                             ("explosion_rate_high", "explosion_rate_high"), ("return_mean", "shared_return_mean"),
+                             ("return_mean_low", "shared_return_mean_low"), ("return_mean_high", "shared_return_mean_high"),
+                             ("common_step", "shared_step"), ("median_explosion_step", "median_explosion_step"),
                              ("exploded", "exploded"), ("observed", "observed")]:  # fmt: skip
             assert metrics[f"arm/{name}"] == pytest.approx(row[column], nan_ok=True), (arm, name)
         assert set(history(client, run_id, "arm/explosion_rate")) == {0}
@@ -68,6 +68,10 @@ def test_arm_runs_carry_the_ablation_figures_at_step_zero(published) -> None:
     by_arm = {arm: client.get_run(run_id).data.metrics for arm, run_id in results.mlflow.arm_runs.items()}
     assert (by_arm["tau=1.0"]["arm/explosion_rate"], by_arm["baseline"]["arm/explosion_rate"]) == (1.0, 0.0)
     assert math.isnan(by_arm["tau=0.5"]["arm/return_mean_low"]) and math.isnan(by_arm["baseline"]["arm/median_explosion_step"])
+    # Returns compare across arms at one step: tau=1.0's seed 1 last evaluated at 1,000, so every arm
+    # is read there (the baseline's seeds: -900 and -1,000), not at the baseline's own 2,000.
+    assert {arm: figures["arm/common_step"] for arm, figures in by_arm.items()} == dict.fromkeys(by_arm, 1000)
+    assert by_arm["baseline"]["arm/return_mean"] == -950 and table.loc["baseline", "return_step"] == 2000
 
 
 def test_arm_runs_carry_the_mean_curves_over_their_seeds_against_env_steps(published) -> None:
@@ -148,6 +152,16 @@ def test_a_report_that_cannot_be_uploaded_leaves_the_arms_published(
     assert "could not upload the report to the study run: PermissionError: artifact store is read-only" in capsys.readouterr().out
     client = MlflowClient(results.mlflow.tracking_uri)
     assert client.get_run(results.mlflow.arm_runs["baseline"]).data.metrics["arm/seeds"] == 2
+    runs = results.mlflow
+    tags = client.get_experiment(runs.experiment_id).tags
+    assert f"mlflow.sharedViewState.{runs.study_run_id}" in tags
+    note = tags["mlflow.note.content"]
+    assert url.split("/", 3)[3] in note  # the arms linked,
+    assert "artifactPath/report" not in note and "its upload failed" in note  # the missing report not
+
+    monkeypatch.undo()  # the store writable again: publishing again uploads the report and links it
+    publish.publish(results, tmp_path / "report")
+    assert "artifactPath/report/report.html" in client.get_experiment(runs.experiment_id).tags["mlflow.note.content"]
 
 
 def test_publishing_again_logs_only_what_changed_and_keeps_a_persons_description(tmp_path: Path) -> None:

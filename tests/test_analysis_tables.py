@@ -273,3 +273,17 @@ def test_best_configs_rank_bounded_trials_by_return() -> None:
     assert len(best) == 3 and not (best["reward_clip"] == "null").any()
     assert best["final_return"].is_monotonic_decreasing
     assert best["final_return"].iloc[0] == trials.loc[~trials["exploded"], "final_return"].max()
+
+
+def test_arm_rows_also_read_returns_at_the_step_common_to_their_regime() -> None:
+    """An arm stopped early sets the shared step of its own regime's arms, not of another regime's."""
+    rows = (arm("fast/baseline", [1, 2, 3], gain=10.0) + arm("fast/tau=1.0", [-5, -7, -9], [1000, 3000, 3000])
+            + arm("slow/baseline", [4, 5, 6], gain=1.0) + arm("slow/tau=0.5", [7, 8, 9]))  # fmt: skip
+    table = tables.ablation_table(*study(rows))
+    assert list(table["shared_step"]) == [1000, 1000, 4000, 4000]
+    assert list(table["return_step"]) == [4000, 1000, 4000, 4000]  # each arm's own
+    assert table.loc["fast/baseline", "shared_return_mean"] == 2.0  # its first evaluations, not 32 at 4,000
+    assert table.loc["slow/baseline", "shared_return_mean"] == table.loc["slow/baseline", "return_mean"] == 8.0
+    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # Student t, 2 degrees of freedom; sd of 7, 8, 9 is 1
+    low, high = table.loc["slow/tau=0.5", ["shared_return_mean_low", "shared_return_mean_high"]]
+    assert (low, high) == pytest.approx((8.0 - half, 8.0 + half))

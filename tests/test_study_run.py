@@ -21,10 +21,11 @@ import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from study.run import folder_name, main, print_verdicts, publish_report, read_state
+from study.run import folder_name, main, print_verdicts, publish_report, read_back, read_state
 from study.plan import expand
 from study.results import STATE_FILE, TUNE_PARAMS_FILE
 from study.spec import SpecError, load_spec
+from tests.support.analysis_store import STUDY, write_mlflow_study
 from tests.support.study_cli import run_cli, study_cli, trial_runs
 
 # A small Pendulum study for the failure paths: tiny networks, two trials, checkpoints often.
@@ -111,24 +112,31 @@ def test_a_study_started_before_the_file_gained_a_key_resumes_but_a_changed_one_
         read_state(experiment, spec, resume=True)
 
 
-def test_the_verdicts_at_the_end_never_fail_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A store that cannot be read back gives one line, not a traceback; other designs a note."""
+def test_a_study_that_cannot_be_read_back_gives_one_line_and_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store that cannot be read back gives one line, not a traceback, and no verdicts, report or
+    URL after it; other designs get a note instead of verdicts."""
     spec = load_spec(str(write_spec(tmp_path)))
-    print_verdicts(spec, tmp_path / "results", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    results = read_back(spec, tmp_path / "results", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    print_verdicts(spec, results, tmp_path / "results")
+    assert results is None and publish_report(spec, results, tmp_path / "results") is None
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Verdicts: could not read the study's results back from sqlite:///")
+    assert len(lines) == 1 and lines[0].startswith("Results: could not read the study's results back from sqlite:///")
     assert "StudyNotFound" in lines[0]
-    print_verdicts(spec.model_copy(update={"design": "factorial"}), tmp_path / "results", "unused")
+    print_verdicts(spec.model_copy(update={"design": "factorial"}), None, tmp_path / "results")
     assert capsys.readouterr().out.strip() == "Verdicts: none for a factorial design (python -m analysis.report has its tables)"
 
 
-def test_the_report_at_the_end_never_fails_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A store that cannot be read back gives one line and no URL to print, not a traceback."""
-    spec = load_spec(str(write_spec(tmp_path)))
-    assert publish_report(spec, tmp_path / "results", f"sqlite:///{tmp_path / 'elsewhere.db'}") is None
+def test_a_report_that_cannot_be_written_never_fails_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The report's folder taken by a file: one line, and no URL to print."""
+    write_mlflow_study(tmp_path)
+    spec = load_spec(str(write_spec(tmp_path))).model_copy(update={"name": STUDY})
+    results = read_back(spec, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert results is not None
+    (tmp_path / STUDY).mkdir(exist_ok=True)
+    (tmp_path / STUDY / "report").write_text("not a folder")
+    assert publish_report(spec, results, tmp_path) is None
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Report: could not write it from sqlite:///"), lines
-    assert "StudyNotFound" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("Report: could not write it: "), lines
 
 
 @pytest.mark.slow

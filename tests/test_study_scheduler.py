@@ -8,20 +8,20 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from study.guard import GuardConfig, GuardState, guard_step
-from study.scheduler import GuardedASHA, StopReasonCallback, StopRecord, final_outcome
+from study.scheduler import QGuardScheduler, StopReasonCallback, StopRecord, final_outcome
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 GUARD = GuardConfig(tolerance=0.1, patience=2)
 
 
-def make_scheduler(**kwargs: object) -> GuardedASHA:
+def make_scheduler(**kwargs: object) -> QGuardScheduler:
     options = {"max_t": 10_000, "asha": True, "grace_period": 2_000, "reduction_factor": 2.0, **kwargs}
-    scheduler = GuardedASHA(GUARD, **options)  # type: ignore[arg-type]
+    scheduler = QGuardScheduler(GUARD, **options)  # type: ignore[arg-type]
     scheduler.set_search_properties("eval/return_mean", "max")
     return scheduler
 
 
-def add_trial(scheduler: GuardedASHA, trial_id: str) -> Trial:
+def add_trial(scheduler: QGuardScheduler, trial_id: str) -> Trial:
     _strikes.pop(trial_id, None)
     trial = Trial("td3_trial", config={}, trial_id=trial_id, stub=True)
     scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
@@ -39,7 +39,7 @@ def row(trial: Trial, step: int, ret: float, excess: float = 0.0, cfg: GuardConf
     return {"env_steps": step, "eval/return_mean": ret, "guard/actor_q_excess": excess, "guard/strikes": strikes}
 
 
-def report(scheduler: GuardedASHA, trial: Trial, step: int, ret: float, excess: float = 0.0) -> str:
+def report(scheduler: QGuardScheduler, trial: Trial, step: int, ret: float, excess: float = 0.0) -> str:
     return scheduler.on_trial_result(None, trial, row(trial, step, ret, excess))  # type: ignore[arg-type]
 
 
@@ -75,7 +75,7 @@ def test_one_offending_report_between_healthy_ones_is_forgiven() -> None:
 
 
 def test_disabled_guard_reports_but_never_stops() -> None:
-    scheduler = GuardedASHA(GuardConfig(enabled=False), max_t=10_000, asha=False)
+    scheduler = QGuardScheduler(GuardConfig(enabled=False), max_t=10_000, asha=False)
     trial = add_trial(scheduler, "unguarded")
     for step in range(500, 5_000, 500):
         assert report(scheduler, trial, step, 0.0, excess=1e6) == CONTINUE
@@ -160,3 +160,9 @@ def test_stop_reason_callback_writes_the_outcome_into_the_last_row_only() -> Non
         rows.append(result)
     assert rows[0]["stop_reason"] == "" and math.isnan(rows[0]["stop_step"])
     assert (rows[1]["stop_reason"], rows[1]["stop_step"]) == ("q_explosion", 1_000)
+
+
+def test_its_status_line_names_asha_only_when_asha_runs() -> None:
+    """Tune's console shows ``debug_string``; a study with ASHA off must not read as pruned by it."""
+    assert make_scheduler(asha=False).debug_string() == "Q guard: stops none yet"
+    assert make_scheduler(asha=True).debug_string() == "Q guard + ASHA: stops none yet"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from study import metrics as m
 from study.config import build_trial_config
 from study.episode import EPISODE_FILE, TrainingEpisode, observation_digest, resume_episode
 from study.results import summarize
-from study.trial import CHECKPOINT_DIR, STATE_FILE, TrialState, run_trial
+from study.trial import CHECKPOINT_DIR, PARALLEL_PROBE_SIZE, STATE_FILE, TrialState, _flushes_subnormals, run_trial, torch_for_training
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["hidden_sizes=[64, 64]", "eval_episodes=1"]
@@ -233,11 +234,54 @@ def test_a_trial_trains_with_subnormal_floats_flushed_in_its_own_thread(tmp_path
     seen: list[float] = []
 
     def train() -> None:
-        run_trial(trial("Pendulum-v1", 300), tmp_path, progress=False, tensorboard=False)
-        seen.append((subnormal * 1.0).item())  # a subnormal result is flushed to 0 with the flag on
+        def probe(report: dict[str, float], checkpoint: Path | None) -> None:
+            seen.append((subnormal * 1.0).item())  # a subnormal result is flushed to 0 with the flag on
+
+        run_trial(trial("Pendulum-v1", 300), tmp_path, progress=False, tensorboard=False, on_report=probe)
 
     thread = threading.Thread(target=train)
     thread.start()
     thread.join()
     assert seen == [0.0]
     assert (subnormal * 1.0).item() != 0.0  # this thread's mode is untouched
+
+
+def test_a_trial_in_the_callers_thread_leaves_its_float_mode_and_thread_count_as_they_were(tmp_path: Path) -> None:
+    torch.set_flush_denormal(False)
+    threads = torch.get_num_threads()
+    run_trial(trial("Pendulum-v1", 300).model_copy(update={"torch_threads": threads + 1}), tmp_path, progress=False,
+              tensorboard=False)  # fmt: skip
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0.0 and torch.get_num_threads() == threads
+
+
+def test_intra_op_threads_started_before_the_trial_are_named_in_a_warning() -> None:
+    """PyTorch's intra-op threads keep the float mode they started with (study.trial.configure_torch)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: PyTorch starts no intra-op threads")
+    outcome: dict[str, Any] = {}
+
+    def script_that_trained_before() -> None:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(2)
+        torch.ones(PARALLEL_PROBE_SIZE) * 1.0  # starts this thread's intra-op threads, flushing off
+        with pytest.warns(RuntimeWarning, match="not in the 1 PyTorch intra-op threads it started before the trial") as seen:
+            with torch_for_training(2):
+                outcome["flushed here"] = (torch.tensor([1e-40]) * 1.0).item() == 0.0
+        outcome["warnings"] = len(seen)
+
+    def new_thread() -> None:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with torch_for_training(2):
+                outcome["flushed everywhere"] = _flushes_subnormals(PARALLEL_PROBE_SIZE)
+        outcome["new thread warnings"] = len(seen)
+
+    threads = torch.get_num_threads()
+    try:
+        for target in (script_that_trained_before, new_thread):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+    finally:
+        torch.set_num_threads(threads)
+    assert outcome == {"flushed here": True, "warnings": 1, "flushed everywhere": True, "new thread warnings": 0}
