@@ -69,7 +69,7 @@ def test_the_study_ends_with_its_report_and_arm_aggregates_in_mlflow(storage: Pa
         assert r.PARENT not in run.data.tags and run.data.tags[r.STUDY_RUN] == runs.study_run_id  # top level
         assert run.data.metrics["arm/seeds"] == 2
         assert run.data.metrics["arm/explosion_rate"] == pytest.approx(table.loc[arm, "explosion_rate"])
-        assert run.data.metrics["arm/return_mean"] == pytest.approx(table.loc[arm, "return_mean"])
+        assert run.data.metrics["arm/return_mean"] == pytest.approx(table.loc[arm, "shared_return_mean"])
         curves = results.curves[results.curves["arm"] == arm]
         measured = sorted(int(step) for step in curves.loc[curves[m.ACTOR_Q_MAX].notna(), m.ENV_STEPS].unique())
         assert sorted(p.step for p in client.get_metric_history(run_id, f"seed_mean/{m.ACTOR_Q_MAX}")) == measured
