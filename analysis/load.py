@@ -209,7 +209,10 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
     name = _pick(study, names, f"Tune folder {storage}")
     folder = storage / name
     spec = json.loads((folder / r.STATE_FILE).read_text())["spec"]
-    factors = tuple(sorted({*spec["factors"], *spec["distributions"], *(key for arm in spec["arms"] for key in arm["set"])}))
+    # study.plan.factor_names, on the stored file: what the arms and the regimes change.
+    regimes = spec.get("regimes", {}).values()  # a study from before regimes has none
+    factors = tuple(sorted({*spec["factors"], *spec["distributions"], *(key for arm in spec["arms"] for key in arm["set"]),
+                            *(key for regime in regimes for key in regime["agent"])}))  # fmt: skip
     records, curves = [], []
     for result_file in sorted(folder.glob(f"*/{r.TUNE_RESULT_FILE}")):
         rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]

@@ -15,7 +15,7 @@ import pytest
 from analysis import load
 from study import metrics as m
 from study import results as r
-from tests.support.analysis_store import Q_INTERVAL, STEPS, STUDY, TRIALS, write_tune_study
+from tests.support.analysis_store import Q_INTERVAL, STEPS, STUDY, TRIALS, write_mlflow_study, write_tune_study
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,16 @@ def test_tune_and_mlflow_agree(mlflow_results: load.StudyResults, tune_results: 
     """Levels come from the base config changed by the arm (the baseline keeps tau 0.005)."""
     assert (tune_results.design, tune_results.factors) == (mlflow_results.design, mlflow_results.factors)
     pd.testing.assert_frame_equal(tune_results.trials, mlflow_results.trials)
+
+
+def test_tune_and_mlflow_agree_on_a_regimes_settings_as_factors(tmp_path: Path) -> None:
+    """A regime's own settings are factors of its trials (study.plan.factor_names), read from either source."""
+    write_mlflow_study(tmp_path, regime="fast", regime_agent={"lr_actor": 0.003})
+    write_tune_study(tmp_path, regime="fast", regime_agent={"lr_actor": 0.003})
+    from_mlflow, from_tune = load.load_mlflow(r.default_tracking_uri(tmp_path)), load.load_tune(tmp_path)
+    assert from_tune.factors == from_mlflow.factors == ("lr_actor", "tau")
+    assert set(from_tune.trials["lr_actor"]) == {"0.003"}
+    pd.testing.assert_frame_equal(from_tune.trials, from_mlflow.trials)
 
 
 def test_tune_trial_without_an_outcome(tmp_path: Path) -> None:

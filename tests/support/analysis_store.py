@@ -76,12 +76,13 @@ REFERENCE = [
 ]
 
 
-def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: list[dict] | None = None, regime: str = "") -> str:
+def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: list[dict] | None = None, regime: str = "",
+                       regime_agent: dict[str, float] | None = None) -> str:
     """The store study.run's callback writes: a study run, arm runs tagged with it, trial runs nested
     under their arm, with the contract's tags, JSON parameters and ``summary/*`` metrics
     (``study.results``); ``reference`` as the study run's ``reference.json``, as
     ``study.mlflow_logging.create_study_run`` logs it; with ``regime``, every arm is that regime's
-    (named ``regime/arm``, as study.plan names them)."""
+    (named ``regime/arm``, as study.plan names them), whose ``regime_agent`` settings are factors too."""
     uri = r.default_tracking_uri(storage)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment(STUDY, artifact_location=str(storage / "mlartifacts"))
@@ -98,7 +99,7 @@ def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: 
     for arm, levels in ARMS.items():
         tags = {r.ROLE: "arm", r.ARM: named(arm), r.STUDY_RUN: study}
         arm_ids[arm] = client.create_run(experiment, tags=tags, run_name=named(arm)).info.run_id
-        for key, value in levels.items():
+        for key, value in {**levels, **(regime_agent or {})}.items():
             client.log_param(arm_ids[arm], key, r.encode_param(value))
     for trial_id, (arm, seed, stop_reason, stop_step, reports) in TRIALS.items():
         tags = {r.ROLE: "trial", r.ARM: named(arm), r.SEED: str(seed), r.TRIAL_ID: trial_id, r.STOP_REASON: stop_reason,
@@ -116,26 +117,33 @@ def write_mlflow_study(storage: Path, design: str = "one_at_a_time", reference: 
     return uri
 
 
-def write_tune_study(storage: Path, reference: list[dict] | None = None) -> Path:
+def write_tune_study(storage: Path, reference: list[dict] | None = None, regime: str = "",
+                     regime_agent: dict[str, float] | None = None) -> Path:
     """Tune's layout as study.run leaves it: <storage>/<study>/study.json (the validated study
     file), and per trial <trial dir>/{params.json (its plan),result.json}, one JSON row per report carrying
-    arm and seed (the last one also stop_reason and stop_step, earlier ones an empty reason)."""
+    arm and seed (the last one also stop_reason and stop_step, earlier ones an empty reason); with
+    ``regime``, as ``write_mlflow_study``'s."""
     folder = storage / STUDY
     folder.mkdir(parents=True)
+    regime_agent = regime_agent or {}
     spec = {"env": "Pendulum-v1", "design": "one_at_a_time", "agent": {"tau": 0.005, "gamma": 0.99},
-            "factors": {"tau": [1.0, 0.5]}, "arms": [], "distributions": {}, "reference": reference or []}
+            "factors": {"tau": [1.0, 0.5]}, "arms": [], "distributions": {}, "reference": reference or [],
+            "regimes": {regime: {"agent": regime_agent}} if regime else {}}  # fmt: skip
     (folder / r.STATE_FILE).write_text(json.dumps({"spec": spec, "study_run_id": "x"}))
     for trial_id, (arm, seed, stop_reason, stop_step, reports) in TRIALS.items():
-        trial_dir = folder / f"{arm}_seed{seed}_{trial_id}"  # study.run.TrialFolders
+        trial_dir = folder / f"{regime}{arm}_seed{seed}_{trial_id}"  # study.run.TrialFolders
         trial_dir.mkdir()
         overrides = {} if arm == "baseline" else dict(ARMS[arm])
-        trial_config = TrialConfig.model_validate({"env": "Pendulum-v1", "agent": {**spec["agent"], **overrides}, "seed": seed})
-        plan = TrialPlan(arm=arm, seed=seed, overrides=overrides, levels=ARMS[arm], config=trial_config)
+        agent = {**spec["agent"], **regime_agent, **overrides}
+        trial_config = TrialConfig.model_validate({"env": "Pendulum-v1", "agent": agent, "seed": seed})
+        name = f"{regime}{REGIME_SEPARATOR}{arm}" if regime else arm
+        plan = TrialPlan(arm=name, seed=seed, overrides=overrides, levels={**ARMS[arm], **regime_agent},
+                         regime=regime or None, config=trial_config)  # fmt: skip
         config = {PLAN: plan.model_dump(mode="json")}
         (trial_dir / r.TUNE_PARAMS_FILE).write_text(json.dumps(config))
         rows = []
         for i, report in enumerate(reports, start=1):
-            rows.append({**report, "arm": arm, "seed": seed, "trial_id": trial_id, "training_iteration": i,
+            rows.append({**report, "arm": plan.arm, "seed": seed, "trial_id": trial_id, "training_iteration": i,
                          "config": config, "stop_reason": "", "stop_step": NAN})
         rows[-1].update(stop_reason=stop_reason, stop_step=stop_step)
         (trial_dir / r.TUNE_RESULT_FILE).write_text("".join(json.dumps(row) + "\n" for row in rows))
