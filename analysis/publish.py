@@ -247,7 +247,7 @@ def publish_or_say(results: StudyResults, report_dir: Path | str) -> str | None:
     try:
         return publish(results, report_dir)
     except Exception as error:
-        print(f"MLflow: could not publish the arms' figures and the report there: {one_line(error)}")
+        print(f"MLflow: could not finish publishing the study there: {one_line(error)}")
         return None
 
 

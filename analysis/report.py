@@ -80,7 +80,7 @@ def format_ablation(table: pd.DataFrame) -> pd.DataFrame:
     shared = {}
     if "shared_step" in table:
         shared = {
-            "regime's common step": [step(v) for v in table["shared_step"]],
+            "common step (regime, or study)": [step(v) for v in table["shared_step"]],
             "return there [95% t CI]": _column(table, "shared_return_mean"),
         }
     return pd.DataFrame(
@@ -193,8 +193,8 @@ def headline(table: pd.DataFrame) -> str:
 ABLATION_NOTE = (
     "Return: each trial's latest evaluation at the last env step every trial of the row reached (return at step), "
     "mean with its Student-t 95% interval over seeds; the IQM (25% trimmed mean) trims nothing below 4 seeds. "
-    "The same return at the last step every trial of the arm's regime reached (regime's common step) compares "
-    "one arm with another. "
+    "The same return at the last step every trial of the arm's regime (of the study, without regimes) reached "
+    "compares one arm with another: a trial the guard stopped early sets that step for its regime. "
     "Explosions by one horizon (explosions to step): a trial stopped before it without exploding is censored, "
     "in neither count; the rate has its Wilson 95% interval."
 )

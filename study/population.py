@@ -26,7 +26,7 @@ from agents.population import TD3Population
 from study import metrics as m
 from study.config import TrialConfig
 from study.guard import GuardState, StopReason, actor_q_excess, guard_step, q_interval
-from study.trial import configure_torch
+from study.trial import torch_for_training
 
 OnMemberReport = Callable[[int, dict[str, float]], None]  # (member's seed, its report)
 
@@ -102,40 +102,41 @@ def run_population(
 def _run(
     cfg: TrialConfig, seeds: Sequence[int], stop_on_guard: bool, on_report: OnMemberReport | None
 ) -> list[MemberRun]:
-    """One population's loop (see ``run_population``), in the thread that runs it."""
-    configure_torch(cfg.torch_threads)
-    member_envs = [envs.make(cfg.env, cfg.env_settings) for _ in seeds]
-    declared_range = envs.declared_reward_range(member_envs[0])
-    with _BUILDING:  # members draw their initial weights from torch's global generator, seeded per member
-        population = TD3Population(member_envs[0].observation_space, member_envs[0].action_space, cfg.agent, seeds, cfg.device)
-    runs = [MemberRun(seed, env, env.reset(seed=seed)[0]) for seed, env in zip(seeds, member_envs, strict=True)]
-    try:
-        for step in range(1, cfg.steps + 1):
-            for i in population.active:
-                _env_step(population.members[i], runs[i])
-            report_due = step % cfg.report_every == 0 or step == cfg.steps
-            metrics = population.update(diagnostics=report_due)
-            if not report_due:
-                continue
-            for i in list(population.active):
-                run, agent = runs[i], population.members[i]
-                interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
-                report = _report(run, metrics.get(i, {}), step, interval)
-                verdict = _guard(run, report, m.ACTOR_Q_MAX in metrics.get(i, {}), cfg)
-                run.reports.append(report)
-                if on_report is not None:
-                    on_report(run.seed, report)
-                if verdict is not None and stop_on_guard:
-                    run.stop_reason, run.stop_step = verdict, step
-                    population.freeze(i)
-            if not population.active:
-                break
-    finally:
-        for env in member_envs:
-            env.close()
-    for run, agent in zip(runs, population.members, strict=True):
-        run.env_steps = agent.env_steps
-    return runs
+    """One population's loop (see ``run_population``), in the thread that runs it, which gets back
+    its own torch settings after (``run_population(threads=1)`` runs it in the caller's)."""
+    with torch_for_training(cfg.torch_threads):
+        member_envs = [envs.make(cfg.env, cfg.env_settings) for _ in seeds]
+        declared_range = envs.declared_reward_range(member_envs[0])
+        with _BUILDING:  # members draw their initial weights from torch's global generator, seeded per member
+            population = TD3Population(member_envs[0].observation_space, member_envs[0].action_space, cfg.agent, seeds, cfg.device)
+        runs = [MemberRun(seed, env, env.reset(seed=seed)[0]) for seed, env in zip(seeds, member_envs, strict=True)]
+        try:
+            for step in range(1, cfg.steps + 1):
+                for i in population.active:
+                    _env_step(population.members[i], runs[i])
+                report_due = step % cfg.report_every == 0 or step == cfg.steps
+                metrics = population.update(diagnostics=report_due)
+                if not report_due:
+                    continue
+                for i in list(population.active):
+                    run, agent = runs[i], population.members[i]
+                    interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
+                    report = _report(run, metrics.get(i, {}), step, interval)
+                    verdict = _guard(run, report, m.ACTOR_Q_MAX in metrics.get(i, {}), cfg)
+                    run.reports.append(report)
+                    if on_report is not None:
+                        on_report(run.seed, report)
+                    if verdict is not None and stop_on_guard:
+                        run.stop_reason, run.stop_step = verdict, step
+                        population.freeze(i)
+                if not population.active:
+                    break
+        finally:
+            for env in member_envs:
+                env.close()
+        for run, agent in zip(runs, population.members, strict=True):
+            run.env_steps = agent.env_steps
+        return runs
 
 
 def _env_step(agent: Any, run: MemberRun) -> None:

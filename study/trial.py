@@ -39,7 +39,7 @@ OnReport = Callable[[dict[str, float], Path | None], None]
 
 CHECKPOINT_DIR = "checkpoint"
 SUBNORMAL_BITS = 1 << 20  # a float32 of these bits is 1.5e-39: subnormal
-PARALLEL_PROBE_SIZE = 1 << 18  # elements: well above ATen's grain (32,768), so every intra-op thread takes a part
+PARALLEL_PROBE_SIZE = 1 << 18  # elements: 8 of ATen's grains (32,768), a part for each of up to 8 intra-op threads
 STATE_FILE = "trial_state.json"
 # Evaluation episodes use their own seeds, the same at every evaluation and in every arm,
 # so that returns compare across checkpoints and configurations.
@@ -141,7 +141,8 @@ def _flushes_subnormals(size: int = 1) -> bool:
 @contextmanager
 def torch_for_training(threads: int) -> Iterator[None]:
     """``configure_torch`` for the body of the ``with``, then the calling thread's thread count and
-    float mode as they were (a script that calls ``run_trial`` keeps its own)."""
+    its own float mode as they were (a script that calls ``run_trial`` keeps its own). Intra-op
+    threads that the body started keep flushing afterwards: their mode cannot be set from here."""
     threads_before, flushed_before = torch.get_num_threads(), _flushes_subnormals()
     configure_torch(threads)
     try:

@@ -87,7 +87,7 @@ def test_tables_read_as_a_person_reads_them(storage: Path) -> None:
     ]
     assert arms.loc["baseline", "return mean [95% t CI]"] == "-500 [-1771, 770.6]"
     # Against the other arms, at the step tau=1.0's second seed stopped: -900 and -1,000.
-    assert arms.loc["baseline", ["regime's common step", "return there [95% t CI]"]].tolist() == ["1,000", "-950 [-1585, -314.7]"]
+    assert arms.loc["baseline", ["common step (regime, or study)", "return there [95% t CI]"]].tolist() == ["1,000", "-950 [-1585, -314.7]"]
     versus = report.format_comparisons(tables.versus_baseline(results.trials, results.curves))
     assert versus.loc["tau=1.0", ["rate compared", "return compared"]].tolist() == ["paired, 2 seeds", "paired, 2 seeds"]
     assert versus.loc["tau=1.0", ["Δ explosion rate [95% CI]", "return at step"]].tolist() == ["+1.00 [0.07, 1.00]", "1,000"]

@@ -78,3 +78,13 @@ def test_without_stop_on_guard_every_member_runs_its_budget() -> None:
     assert [run.outcome for run in runs] == ["completed", "completed"]
     assert [run.env_steps for run in runs] == [400, 400]
     assert runs[1].reports[2][m.GUARD_EXCESS] > GUARD["tolerance"]  # seed 3 offended, and went on
+
+
+def test_a_population_in_the_callers_thread_leaves_its_float_mode_as_it_was() -> None:
+    """Members train with subnormals flushed (study.trial.configure_torch); the caller's thread gets its mode back."""
+    torch.set_flush_denormal(False)
+    flushed_during: list[bool] = []
+    subnormal = torch.tensor([1e-40])
+    run_population(trial_cfg(steps=300), [0], on_report=lambda seed, report: flushed_during.append((subnormal * 1.0).item() == 0.0))
+    assert flushed_during and all(flushed_during)
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0.0
