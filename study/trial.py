@@ -187,26 +187,14 @@ def run_trial(
         state = TrialState()
         if resume_from is not None:
             agent.load(resume_from)
-            state = TrialState.load(Path(resume_from) / STATE_FILE)
-            if math.isnan(state.eval_step) and math.isfinite(state.eval_return_mean):  # saved before eval_step was
-                state.eval_step = agent.env_steps // cfg.eval_every * cfg.eval_every
-            episode, obs, note = resume_episode(
-                env, Path(resume_from), replayable=not shared_env, seed=cfg.seed + agent.env_steps
-            )
-            state.resumes.append(f"at {agent.env_steps} env steps: {note}")
+            state, episode, obs = resume_trial_files(Path(resume_from), agent, env, cfg, replayable=not shared_env)
         else:
             episode, obs = TrainingEpisode.begin(env, seed=cfg.seed)
 
         def end_episode() -> None:
-            """Count the training episode that just ended (or was cut short), then start the next one.
-
-            An episode with no step yet (one that began on this step) is not counted again.
-            """
+            """Count the training episode that just ended (or was cut short), then start the next one."""
             nonlocal episode, obs
-            if episode.length > 0:
-                state.recent_returns.append(episode.episode_return)
-                state.recent_lengths.append(episode.length)
-                state.episodes += 1
+            count_episode(state, episode)
             if between_episodes is not None:
                 between_episodes()
             episode, obs = TrainingEpisode.begin(env)
@@ -218,14 +206,10 @@ def run_trial(
         bar = tqdm(total=cfg.steps, initial=agent.env_steps, disable=not progress, unit="step", dynamic_ncols=True)
         started = time.perf_counter()
         try:
-            window = _RateWindow.start(agent)
+            window = RateWindow.start(agent)
             while agent.env_steps < cfg.steps:
-                action = agent.act(obs, explore=True)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                agent.observe(obs, action, float(reward), next_obs, terminated)
-                episode.record(action, float(reward))
-                obs = next_obs
-                if terminated or truncated:
+                obs, episode_over = env_step(agent, env, obs, episode)
+                if episode_over:
                     end_episode()
 
                 step = agent.env_steps
@@ -242,18 +226,12 @@ def run_trial(
                         # truncation should); every evaluation episode passes the between-episodes hook,
                         # and the training env's random stream continues as if evaluation had not run.
                         training_rng = rng_state(env)
-                        _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
+                        record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed, between_episodes))
                         set_rng_state(env, training_rng)
                         end_episode()
                     else:
-                        _record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
-                report = _build_report(state, agent_metrics, rates, step)
-                interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
-                # The agent reports no actor-path Q before its first actor step, nor on a step with no
-                # update (a resumed buffer-less checkpoint refilling): nothing to judge then.
-                guard_stop = _apply_guard(state, report, interval, m.ACTOR_Q_MAX in agent_metrics, cfg)
-                for key, series in state.history.items():
-                    series.append(report[key])
+                        record_eval(state, step, *evaluate(eval_env, agent, cfg.eval_episodes, cfg.seed))
+                report, guard_stop = judged_report(state, agent, agent_metrics, rates, step, declared_range, cfg)
                 stopping = guard_stop is not None and stop_on_guard
                 if stopping:
                     state.stop_reason, state.stop_step = guard_stop, step
@@ -268,7 +246,7 @@ def run_trial(
                 bar.set_postfix(_progress_postfix(report), refresh=False)
                 if on_report is not None:
                     on_report(report, checkpoint)
-                window = _RateWindow.start(agent)
+                window = RateWindow.start(agent)
                 if stopping:
                     break
         finally:
@@ -279,9 +257,49 @@ def run_trial(
             if eval_env is not env:
                 eval_env.close()
 
-        summary = _summary(state, agent, declared_range, cfg)
+        summary = trial_summary(state, agent, declared_range, cfg)
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def env_step(agent: TD3, env: gym.Env, obs: Any, episode: TrainingEpisode) -> tuple[Any, bool]:
+    """One training step of the env: act (exploring), step, store the transition and record it in
+    the episode in flight; the next observation, and whether the episode ended there."""
+    action = agent.act(obs, explore=True)
+    next_obs, reward, terminated, truncated, _ = env.step(action)
+    agent.observe(obs, action, float(reward), next_obs, terminated)
+    episode.record(action, float(reward))
+    return next_obs, terminated or truncated
+
+
+def count_episode(state: TrialState, episode: TrainingEpisode) -> None:
+    """Count a training episode that ended or was cut short. One with no step yet (it began on
+    this step, and an evaluation on a shared env cut it) is not counted again."""
+    if episode.length > 0:
+        state.recent_returns.append(episode.episode_return)
+        state.recent_lengths.append(episode.length)
+        state.episodes += 1
+
+
+def judged_report(
+    state: TrialState,
+    agent: TD3,
+    agent_metrics: dict[str, float],
+    rates: dict[str, float],
+    step: int,
+    declared_range: tuple[float, float] | None,
+    cfg: TrialConfig,
+) -> tuple[dict[str, float], StopReason | None]:
+    """This step's report (after its evaluation, if one was due), judged by the trial's guard, its
+    curves kept in the trial's history; and the stop the guard calls for, if any."""
+    report = _build_report(state, agent_metrics, rates, step)
+    interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
+    # The agent reports no actor-path Q before its first actor step, nor on a step with no
+    # update (a resumed buffer-less checkpoint refilling): nothing to judge then.
+    guard_stop = _apply_guard(state, report, interval, m.ACTOR_Q_MAX in agent_metrics, cfg)
+    for key, series in state.history.items():
+        series.append(report[key])
+    return report, guard_stop
 
 
 def evaluate(
@@ -307,7 +325,7 @@ def evaluate(
 
 
 @dataclass
-class _RateWindow:
+class RateWindow:
     """Env steps and updates per second of training time (evaluation and I/O excluded)."""
 
     time: float
@@ -315,7 +333,7 @@ class _RateWindow:
     updates: int
 
     @classmethod
-    def start(cls, agent: TD3) -> _RateWindow:
+    def start(cls, agent: TD3) -> RateWindow:
         return cls(time.perf_counter(), agent.env_steps, agent.updates)
 
     def finish(self, agent: TD3) -> dict[str, float]:
@@ -326,7 +344,7 @@ class _RateWindow:
         }
 
 
-def _record_eval(state: TrialState, step: int, mean: float, std: float) -> None:
+def record_eval(state: TrialState, step: int, mean: float, std: float) -> None:
     state.eval_step, state.eval_return_mean, state.eval_return_std = step, mean, std
 
 
@@ -382,7 +400,38 @@ def _apply_guard(
 def save_checkpoint(
     link: Path, agent: TD3, state: TrialState, episode: TrainingEpisode, obs: Any, include_buffer: bool
 ) -> Path:
-    """Write a complete checkpoint into a new folder, then point ``link`` at it; return the folder.
+    """Write a complete checkpoint of the trial (``write_checkpoint``); return its folder."""
+
+    def write(folder: Path) -> None:
+        agent.save(folder, include_buffer=include_buffer)
+        save_trial_files(folder, state, episode, obs)
+
+    return write_checkpoint(link, agent.env_steps, write)
+
+
+def save_trial_files(folder: Path, state: TrialState, episode: TrainingEpisode, obs: Any) -> None:
+    """What a checkpoint holds beside the agent: the trial's bookkeeping and the episode in flight."""
+    state.save(folder / STATE_FILE)
+    episode.save(folder, obs)
+
+
+def resume_trial_files(
+    folder: Path, agent: TD3, env: gym.Env, cfg: TrialConfig, *, replayable: bool
+) -> tuple[TrialState, TrainingEpisode, Any]:
+    """The trial's bookkeeping and its episode in flight from a checkpoint (``save_trial_files``),
+    its agent loaded already; the episode is replayed on ``env`` where it can be, and the trial's
+    summary says whether it was (``resumes``). Returns them and the current observation."""
+    state = TrialState.load(folder / STATE_FILE)
+    if math.isnan(state.eval_step) and math.isfinite(state.eval_return_mean):  # saved before eval_step was
+        state.eval_step = agent.env_steps // cfg.eval_every * cfg.eval_every
+    episode, obs, note = resume_episode(env, folder, replayable=replayable, seed=cfg.seed + agent.env_steps)
+    state.resumes.append(f"at {agent.env_steps} env steps: {note}")
+    return state, episode, obs
+
+
+def write_checkpoint(link: Path, env_steps: int, write: Callable[[Path], None]) -> Path:
+    """Write a complete checkpoint into a new folder (``write`` fills it), then point ``link`` at
+    it; return the folder.
 
     The link is replaced by one rename, so at every moment it names a complete checkpoint: a kill
     while writing loses at most the work since the previous one. Folders live beside the link in
@@ -390,10 +439,8 @@ def save_checkpoint(
     """
     folders = link.with_name(link.name + "s")
     folders.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"step-{agent.env_steps:09d}-", dir=folders))
-    agent.save(folder, include_buffer=include_buffer)
-    state.save(folder / STATE_FILE)
-    episode.save(folder, obs)
+    folder = Path(tempfile.mkdtemp(prefix=f"step-{env_steps:09d}-", dir=folders))
+    write(folder)
     staged = link.with_name(link.name + ".next")
     staged.unlink(missing_ok=True)
     staged.symlink_to(folder.relative_to(link.parent))  # relative: the output folder may move
@@ -423,7 +470,7 @@ def _progress_postfix(report: dict[str, float]) -> dict[str, str]:
     }
 
 
-def _summary(
+def trial_summary(
     state: TrialState, agent: TD3, declared_range: tuple[float, float] | None, cfg: TrialConfig
 ) -> dict[str, Any]:
     """summary.json: the trial's ``TrialSummary`` (the results contract's), and what else it knows."""
