@@ -9,6 +9,7 @@ run bit for bit the one it would have alone.
         member.observe(obs[i], action, reward, next_obs, terminated)
     metrics = population.update(diagnostics=True)    # ... and all learn in one step: {member: metrics}
     population.freeze(i)                             # the guard stopped member i: it learns no more
+    population.save(path); population.load(path)    # a checkpoint of every member and the shared step
 
 Each member is a whole ``agents.TD3``: its own seeded generators (warm-up and exploration actions,
 minibatches, target smoothing noise), replay buffer, networks, counters, alerts and actor-path
@@ -35,6 +36,7 @@ than arithmetic, the stacked form is the one to measure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import gymnasium as gym
 import torch
@@ -56,6 +58,13 @@ from agents.td3 import (
     soft_update_,
     td3_target,
 )
+
+POPULATION_FILE = "population.pt"  # in a population checkpoint: what the members share
+
+
+def member_dir(path: str | Path, seed: int) -> Path:
+    """Where a population checkpoint keeps the agent of the member of ``seed`` (``TD3.save``)."""
+    return Path(path) / f"seed{seed}"
 
 
 def population_optimizers(nets: Sequence[TD3Networks], cfg: TD3Config) -> TD3Optimizers:
@@ -122,6 +131,7 @@ class TD3Population:
         self.cfg = cfg or TD3Config()
         # Each member is the single agent of its seed. Its own optimizers are never stepped (so
         # they hold no moments): the population's step its parameters. Never call a member's update.
+        self.seeds = list(seeds)
         self.members = [TD3(observation_space, action_space, self.cfg, device, seed) for seed in seeds]
         self.active = list(range(len(self.members)))  # the members still learning
         self.optimizers = population_optimizers([m.nets for m in self.members], self.cfg)
@@ -166,3 +176,39 @@ class TD3Population:
             for group in new.param_groups:
                 for p in group["params"]:
                     new.state[p] = old.state[p]
+
+    def save(self, path: str | Path, include_buffer: bool = False) -> None:
+        """Write the population to the directory ``path``: each member's agent (``TD3.save``: networks,
+        counters, generators, the buffer if asked) in its ``member_dir``, and in ``population.pt``
+        what the members share: the fused optimizers' moments and which members still learn.
+
+        A member's own ``agent.pt`` holds no moments (its optimizers are never stepped): it resumes
+        as a member of its population, not as a single agent.
+        """
+        path = Path(path)
+        for seed, member in zip(self.seeds, self.members, strict=True):
+            member.save(member_dir(path, seed), include_buffer=include_buffer)
+        shared = {
+            "seeds": self.seeds,
+            "active": self.active,
+            "actor_optimizer": self.optimizers.actor.state_dict(),
+            "critic_optimizer": self.optimizers.critic.state_dict(),
+        }
+        torch.save(shared, path / POPULATION_FILE)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a population written by ``save`` into this new one (the same spaces, config and
+        seeds): every member's agent, the members frozen then frozen again, and the shared optimizers
+        over the members still learning, with their moments."""
+        path = Path(path)
+        shared = torch.load(path / POPULATION_FILE, map_location=self.members[0].device, weights_only=True)
+        if shared["seeds"] != self.seeds:
+            raise ValueError(f"{path} holds a population of seeds {shared['seeds']}, not {self.seeds}")
+        if len(self.active) != len(self.members):
+            raise ValueError("load into a new population: some of this one's members are frozen already")
+        for seed, member in zip(self.seeds, self.members, strict=True):
+            member.load(member_dir(path, seed))
+        for i in sorted(set(range(len(self.members))) - set(shared["active"])):
+            self.freeze(i)
+        self.optimizers.actor.load_state_dict(shared["actor_optimizer"])
+        self.optimizers.critic.load_state_dict(shared["critic_optimizer"])

@@ -1,59 +1,74 @@
 """An arm's seeds as one population in one process: P envs stepped together, one learning step for
-all members (``agents.population``), and for each member its own reports and actor-path Q guard.
+all members (``agents.population``), and for each member what its single trial would do.
 
-The loop is ``study.trial.run_trial``'s, for P members at once: every env step each learning member
-acts, steps its own env and stores the transition, then all members learn in one step; every
-``report_every`` env steps each member's metrics are gathered and judged by its own guard
-(``study.guard``, the rule a single trial applies). A member the guard stops is frozen (it learns and
-acts no more, its parameters stay as they were) and filed with its outcome and step, while the
-others go on. Evaluation, checkpoints and TensorBoard are not here yet: a member's reports carry
-the agent's and the guard's metrics and its training episodes' returns.
+The loop is ``study.trial.run_trial``'s, for P members at once, and calls its functions: every env
+step each learning member acts, steps its own env and stores the transition, then all members learn
+in one step; every ``report_every`` env steps each member is evaluated when due (the same seeds and
+episodes as its single trial, on an env of the population's own), and its report is judged by its
+own guard (``study.guard``, the rule a single trial applies). A member the guard stops is frozen (it
+learns, acts and reports no more, its parameters stay as they were) and filed with its outcome and
+step, while the others go on. Every ``checkpoint_every`` env steps one checkpoint holds the whole
+population, written as a single trial's is (a new folder swapped in by one rename): the shared
+optimizers and which members still learn, and per member its agent, bookkeeping and episode in
+flight, so that a killed and resumed population ends as the uninterrupted one. TensorBoard is the Ray
+driver's (``study.tensorboard_logging``), as for a single trial in a study.
 """
 
 from __future__ import annotations
 
-import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+import gymnasium as gym
 
 import envs
-from agents.population import TD3Population
-from study import metrics as m
+from agents.population import TD3Population, member_dir
 from study.config import TrialConfig
-from study.guard import GuardState, StopReason, actor_q_excess, guard_step, q_interval
-from study.trial import torch_for_training
+from study.episode import TrainingEpisode
+from study.guard import StopReason
+from study.trial import (
+    CHECKPOINT_DIR,
+    RateWindow,
+    TrialState,
+    count_episode,
+    env_step,
+    evaluate,
+    judged_report,
+    record_eval,
+    resume_trial_files,
+    save_trial_files,
+    torch_for_training,
+    trial_summary,
+    write_checkpoint,
+)
 
-OnMemberReport = Callable[[int, dict[str, float]], None]  # (member's seed, its report)
+# The reports of the members that reported at one env step ({seed: report}, in seed order), and the
+# checkpoint written at that step, if one was.
+OnReports = Callable[[dict[int, dict[str, float]], Path | None], None]
 
 
 @dataclass
 class MemberRun:
-    """One member's trial bookkeeping: its env, episode in flight, guard, outcome and reports."""
+    """One member's trial: its config (its seed), env and episode in flight, its bookkeeping
+    (``TrialState``: evaluations, guard, outcome, reported history), the reports it made in this
+    run (after a resume: since the checkpoint) and, once the population is done, its summary."""
 
-    seed: int
-    env: Any
+    cfg: TrialConfig
+    env: gym.Env
+    episode: TrainingEpisode
     obs: Any
-    episode_return: float = 0.0
-    episode_length: int = 0
-    finished_returns: list[float] = field(default_factory=list)  # episodes ended since the last report
-    finished_lengths: list[int] = field(default_factory=list)
-    last_return: float = math.nan
-    last_length: float = math.nan
-    guard: GuardState = field(default_factory=GuardState)
-    stop_reason: StopReason | None = None
-    stop_step: int | None = None
-    env_steps: int = 0
+    state: TrialState = field(default_factory=TrialState)
     reports: list[dict[str, float]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # ``study.trial.trial_summary``, as summary.json
 
     @property
-    def outcome(self) -> str:
-        """``completed``, or why the guard stopped the member (``q_explosion``, ``non_finite``)."""
-        return self.stop_reason or "completed"
+    def seed(self) -> int:
+        return self.cfg.seed
 
 
 _BUILDING = threading.Lock()  # one population built at a time: see _run
@@ -65,32 +80,40 @@ def run_population(
     *,
     threads: int = 1,
     stop_on_guard: bool = True,
-    on_report: OnMemberReport | None = None,
+    on_report: OnReports | None = None,
+    out_dir: Path | None = None,
+    resume_from: Path | None = None,
 ) -> list[MemberRun]:
     """Train one TD3 member per seed of ``cfg`` (``cfg.seed`` is ignored) for ``cfg.steps`` env
     steps each, or until its guard stops it; return every member's run, in the order of ``seeds``.
 
-    ``threads`` > 1 deals the seeds round-robin into that many populations, each running this loop
-    in a thread of its own (PyTorch's kernels release the GIL), so that one process uses that many
-    cores. They share nothing and never wait for each other (no barrier each step, so a thread the
-    OS holds back delays only its own members); a member's results are the same in any of them.
-    ``stop_on_guard=False`` reports the guard's metrics but freezes no member. ``on_report`` is
-    called with each member's seed and report, from one thread at a time.
+    ``out_dir`` gets the population's checkpoints (``<out_dir>/checkpoint``); ``resume_from`` is one
+    of them, from which the population continues exactly. ``threads`` > 1 deals the seeds
+    round-robin into that many populations, each running this loop in a thread of its own (PyTorch's
+    kernels release the GIL), so that one process uses that many cores. They share nothing and never
+    wait for each other (no barrier each step, so a thread the OS holds back delays only its own
+    members), which is why they take no checkpoint: one holds a whole population at one step. A
+    member's results are the same in any of them. ``stop_on_guard=False`` reports the guard's metrics
+    but freezes no member. ``on_report`` is called at every report step, from one thread at a time.
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if envs.needs_server(cfg.env):
+        raise ValueError(f"a population steps an env per member, and env {cfg.env!r} needs a server per env")
     groups = [list(range(k, len(seeds), threads)) for k in range(min(threads, len(seeds)))]
     if len(groups) == 1:
-        return _run(cfg, seeds, stop_on_guard, on_report)
+        return _run(cfg, seeds, stop_on_guard, on_report, out_dir, resume_from)
+    if out_dir is not None or resume_from is not None:
+        raise ValueError("checkpoints hold a whole population at one step: they need threads=1")
     lock = threading.Lock()
 
-    def report(seed: int, values: dict[str, float]) -> None:
+    def report(reports: dict[int, dict[str, float]], checkpoint: Path | None) -> None:
         with lock:
-            on_report(seed, values)  # type: ignore[misc]
+            on_report(reports, checkpoint)  # type: ignore[misc]
 
     with ThreadPoolExecutor(len(groups), thread_name_prefix="population") as pool:
         done = pool.map(
-            lambda group: _run(cfg, [seeds[i] for i in group], stop_on_guard, None if on_report is None else report),
+            lambda group: _run(cfg, [seeds[i] for i in group], stop_on_guard, None if on_report is None else report, None, None),
             groups,
         )
         runs: dict[int, MemberRun] = {}
@@ -100,87 +123,111 @@ def run_population(
 
 
 def _run(
-    cfg: TrialConfig, seeds: Sequence[int], stop_on_guard: bool, on_report: OnMemberReport | None
+    cfg: TrialConfig,
+    seeds: Sequence[int],
+    stop_on_guard: bool,
+    on_report: OnReports | None,
+    out_dir: Path | None,
+    resume_from: Path | None,
 ) -> list[MemberRun]:
     """One population's loop (see ``run_population``), in the thread that runs it, which gets back
     its own torch settings after (``run_population(threads=1)`` runs it in the caller's)."""
     with torch_for_training(cfg.torch_threads):
         member_envs = [envs.make(cfg.env, cfg.env_settings) for _ in seeds]
+        eval_env = envs.make(cfg.env, cfg.env_settings)  # every evaluation episode is seeded: one env serves all members
         declared_range = envs.declared_reward_range(member_envs[0])
         with _BUILDING:  # members draw their initial weights from torch's global generator, seeded per member
             population = TD3Population(member_envs[0].observation_space, member_envs[0].action_space, cfg.agent, seeds, cfg.device)
-        runs = [MemberRun(seed, env, env.reset(seed=seed)[0]) for seed, env in zip(seeds, member_envs, strict=True)]
+        member_cfgs = [cfg.model_copy(update={"seed": seed}) for seed in seeds]
         try:
-            for step in range(1, cfg.steps + 1):
+            runs = _start(population, member_cfgs, member_envs, resume_from)
+            done = population.members[population.active[0]].env_steps if population.active else cfg.steps
+            windows = [RateWindow.start(agent) for agent in population.members]
+            started = time.perf_counter()
+            for step in range(done + 1, cfg.steps + 1):
                 for i in population.active:
-                    _env_step(population.members[i], runs[i])
+                    _member_step(population.members[i], runs[i])
                 report_due = step % cfg.report_every == 0 or step == cfg.steps
                 metrics = population.update(diagnostics=report_due)
                 if not report_due:
                     continue
-                for i in list(population.active):
+                reporting = list(population.active)
+                rates = {i: windows[i].finish(population.members[i]) for i in reporting}
+                reports = {}
+                for i in reporting:
                     run, agent = runs[i], population.members[i]
-                    interval = q_interval(declared_range, agent.reward_range_seen, cfg.agent.gamma, cfg.agent.reward_clip)
-                    report = _report(run, metrics.get(i, {}), step, interval)
-                    verdict = _guard(run, report, m.ACTOR_Q_MAX in metrics.get(i, {}), cfg)
+                    report, verdict = _member_report(run, agent, metrics.get(i, {}), rates[i], step, declared_range, eval_env)
                     run.reports.append(report)
-                    if on_report is not None:
-                        on_report(run.seed, report)
+                    reports[run.seed] = report
                     if verdict is not None and stop_on_guard:
-                        run.stop_reason, run.stop_step = verdict, step
+                        run.state.stop_reason, run.state.stop_step = verdict, step
                         population.freeze(i)
+                elapsed, started = time.perf_counter() - started, time.perf_counter()
+                for i in reporting:
+                    runs[i].state.wall_time_s += elapsed
+                checkpoint = None
+                if out_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps or not population.active):
+                    checkpoint = _save_checkpoint(out_dir / CHECKPOINT_DIR, population, runs, step, cfg.checkpoint_buffer)
+                if on_report is not None:
+                    on_report(reports, checkpoint)
+                windows = [RateWindow.start(agent) for agent in population.members]
                 if not population.active:
                     break
         finally:
-            for env in member_envs:
+            for env in [*member_envs, eval_env]:
                 env.close()
         for run, agent in zip(runs, population.members, strict=True):
-            run.env_steps = agent.env_steps
+            run.summary = trial_summary(run.state, agent, declared_range, run.cfg)
         return runs
 
 
-def _env_step(agent: Any, run: MemberRun) -> None:
-    """One env step of one member: act, step, store; a new episode when this one ends."""
-    action = agent.act(run.obs, explore=True)
-    next_obs, reward, terminated, truncated, _ = run.env.step(action)
-    agent.observe(run.obs, action, float(reward), next_obs, terminated)
-    run.episode_return += float(reward)
-    run.episode_length += 1
-    run.obs = next_obs
-    if terminated or truncated:
-        run.finished_returns.append(run.episode_return)
-        run.finished_lengths.append(run.episode_length)
-        run.episode_return, run.episode_length = 0.0, 0
-        run.obs, _ = run.env.reset()  # the env's own generator continues, as in a single trial
+def _start(
+    population: TD3Population, cfgs: Sequence[TrialConfig], member_envs: Sequence[gym.Env], resume_from: Path | None
+) -> list[MemberRun]:
+    """Every member's run at its first step, or where a population checkpoint (``_save_checkpoint``)
+    left it: the population loaded, and per member its bookkeeping and its episode replayed."""
+    if resume_from is None:
+        return [MemberRun(c, env, *TrainingEpisode.begin(env, seed=c.seed)) for c, env in zip(cfgs, member_envs, strict=True)]
+    population.load(resume_from)
+    runs = []
+    for c, env, agent in zip(cfgs, member_envs, population.members, strict=True):
+        state, episode, obs = resume_trial_files(member_dir(resume_from, c.seed), agent, env, c, replayable=True)
+        runs.append(MemberRun(c, env, episode, obs, state))
+    return runs
 
 
-def _report(
+def _member_step(agent: Any, run: MemberRun) -> None:
+    """One env step of one member (``study.trial.env_step``); a new episode when this one ends."""
+    run.obs, episode_over = env_step(agent, run.env, run.obs, run.episode)
+    if episode_over:
+        count_episode(run.state, run.episode)
+        run.episode, run.obs = TrainingEpisode.begin(run.env)  # the env's own generator continues, as in a single trial
+
+
+def _member_report(
     run: MemberRun,
+    agent: Any,
     agent_metrics: dict[str, float],
+    rates: dict[str, float],
     step: int,
-    interval: tuple[float, float] | None,
-) -> dict[str, float]:
-    """This member's report: the agent's metrics, its training episodes since the last report (or
-    the last ones), and the guard's interval; every report key present (``study.metrics``)."""
-    if run.finished_returns:
-        run.last_return = float(np.mean(run.finished_returns))
-        run.last_length = float(np.mean(run.finished_lengths))
-        run.finished_returns.clear()
-        run.finished_lengths.clear()
-    values = {**agent_metrics, m.ENV_STEPS: step, m.EPISODE_RETURN: run.last_return, m.EPISODE_LENGTH: run.last_length}
-    if interval is not None:
-        values[m.Q_LOW], values[m.Q_HIGH] = interval
-    return m.complete_report(values)
+    declared_range: tuple[float, float] | None,
+    eval_env: gym.Env,
+) -> tuple[dict[str, float], StopReason | None]:
+    """The member's report at a report step, as its single trial makes it: evaluated when due, then
+    judged by its guard (``study.trial.judged_report``); and the stop its guard calls for."""
+    if step % run.cfg.eval_every == 0 or step == run.cfg.steps:
+        record_eval(run.state, step, *evaluate(eval_env, agent, run.cfg.eval_episodes, run.seed))
+    return judged_report(run.state, agent, agent_metrics, rates, step, declared_range, run.cfg)
 
 
-def _guard(run: MemberRun, report: dict[str, float], actor_q_measured: bool, cfg: TrialConfig) -> StopReason | None:
-    """Judge the member's report with its guard (``study.guard``, as ``run_trial`` does); fill the
-    guard's metrics into the report and return the stop it calls for, if any."""
-    if actor_q_measured and math.isfinite(report[m.Q_LOW]):
-        report[m.GUARD_EXCESS] = actor_q_excess(report[m.ACTOR_Q_MAX], report[m.ACTOR_Q_MIN], (report[m.Q_LOW], report[m.Q_HIGH]))
-    buffer_q = report[m.Q1_VALUE]
-    if buffer_q and math.isfinite(buffer_q):
-        report[m.ACTOR_TO_BUFFER_Q] = report[m.ACTOR_Q_MEAN] / buffer_q
-    run.guard, verdict = guard_step(run.guard, report[m.GUARD_EXCESS], cfg.guard)
-    report[m.GUARD_STRIKES] = run.guard.strikes
-    return verdict
+def _save_checkpoint(link: Path, population: TD3Population, runs: Sequence[MemberRun], step: int, include_buffer: bool) -> Path:
+    """One checkpoint of the whole population (``study.trial.write_checkpoint``): the population
+    (``TD3Population.save``), and beside each member's agent its trial files (bookkeeping and
+    guard, the episode in flight), frozen members included; returns its folder."""
+
+    def write(folder: Path) -> None:
+        population.save(folder, include_buffer=include_buffer)
+        for run in runs:
+            save_trial_files(member_dir(folder, run.seed), run.state, run.episode, run.obs)
+
+    return write_checkpoint(link, step, write)

@@ -4,6 +4,7 @@ shared step keeps clipping per member."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -167,6 +168,42 @@ def test_a_frozen_member_keeps_its_parameters_while_the_others_go_on_exactly() -
         assert_same_moments(single, population, i)
     with pytest.raises(ValueError, match="not learning"):
         population.freeze(1)
+
+
+def test_a_saved_and_loaded_population_goes_on_as_the_uninterrupted_one(tmp_path: Path) -> None:
+    """Saved at 400 steps with member 1 frozen at 300, loaded into a new population: at 600 every
+    member (networks, counters, generators, buffer) and every shared moment is the uninterrupted run's."""
+    cfg, seeds = small_cfg(), [0, 1, 2]
+
+    def run(population: TD3Population, members: list[Member], steps: range) -> None:
+        for step in steps:
+            if step == 301:
+                population.freeze(1)
+            for i in population.active:
+                members[i].step(population.members[i])
+            population.update()
+
+    def fresh() -> tuple[TD3Population, list[Member]]:
+        members = [Member("Pendulum-v1", {}, seed) for seed in seeds]
+        env = members[0].env
+        return TD3Population(env.observation_space, env.action_space, cfg, seeds, device="cpu"), members
+
+    whole, whole_envs = fresh()
+    run(whole, whole_envs, range(1, 601))
+    first, envs_ = fresh()
+    run(first, envs_, range(1, 401))
+    first.save(tmp_path, include_buffer=True)
+    resumed, _ = fresh()
+    resumed.load(tmp_path)
+    run(resumed, envs_, range(401, 601))  # the envs went on where they were: the study replays its episodes
+    assert resumed.active == whole.active == [0, 2]
+    for i in range(len(seeds)):
+        assert_same_agent(whole.members[i], resumed.members[i])
+    for old, new in ((whole.optimizers.actor, resumed.optimizers.actor), (whole.optimizers.critic, resumed.optimizers.critic)):
+        for a, b in zip(old.state_dict()["state"].values(), new.state_dict()["state"].values(), strict=True):
+            assert all(torch.equal(a[key], b[key]) for key in ("step", "exp_avg", "exp_avg_sq"))
+    with pytest.raises(ValueError, match="holds a population of seeds"):
+        TD3Population(whole_envs[0].env.observation_space, whole_envs[0].env.action_space, cfg, [0, 1, 3], device="cpu").load(tmp_path)
 
 
 def test_freezing_every_member_ends_learning() -> None:
