@@ -30,7 +30,7 @@ from analysis import tables
 from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS, GuardConfig
-from study.plan import PLAN, TrialPlan, format_value
+from study.plan import PLAN, POPULATION, TrialPlan, format_value, member_id
 from study.spec.schema import Reference
 
 DESIGNS = ("factorial", "one_at_a_time", "optuna")
@@ -202,7 +202,7 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
 
     ``study.run`` keeps the validated study file in ``study.json`` there (the design and the
     factors), and each trial's ``params.json`` holds its plan (grid designs: the factor levels
-    it ran at) or Optuna's proposal (the base config changed by ``set``).
+    it ran at), a population's member plans, or Optuna's proposal (the base config changed by ``set``).
     """
     storage = Path(storage)
     names = sorted(p.name for p in storage.iterdir() if (p / r.STATE_FILE).is_file()) if storage.is_dir() else []
@@ -215,26 +215,33 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
                             *(key for regime in regimes for key in regime["agent"])}))  # fmt: skip
     records, curves = [], []
     for result_file in sorted(folder.glob(f"*/{r.TUNE_RESULT_FILE}")):
-        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
-        if not rows:
-            continue  # started, never reported
-        last = rows[-1]
-        identity = {"trial_id": str(last["trial_id"]), "arm": str(last[r.ARM]), "seed": int(last[r.SEED])}
-        # A restored trial reports again from its checkpoint's step: the later row wins.
-        frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
-        curve = _curve_frame({key: frame[key].astype(float) for key in CURVE_COLUMNS if key in frame}).assign(**identity)
+        all_rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
         params = json.loads((result_file.parent / r.TUNE_PARAMS_FILE).read_text())
-        if PLAN in params:
-            values = TrialPlan.model_validate(params[PLAN]).levels
-        else:
-            values = {**spec["agent"], **params["set"]}
-        levels = {factor: format_value(values[factor], exact=True) for factor in factors}
-        # Rows before the last carry an empty reason; a trial whose last row has none never
-        # finished: it crashed (Tune wrote its error file) or its driver was stopped.
-        reason = last.get(r.STOP_REASON) or ("error" if (result_file.parent / r.TUNE_ERROR_FILE).exists() else None)
-        outcome = {"stop_reason": reason, "stop_step": _number(last.get(r.STOP_STEP))}
-        records.append(_trial_record(identity, levels, outcome, None, curve, guard))
-        curves.append(curve)
+        errored = (result_file.parent / r.TUNE_ERROR_FILE).exists()  # Tune leaves it where a trial raised
+        # A population trial's rows are its members' reports, each naming its seed: each member is a trial.
+        members = [(seed, [row for row in all_rows if row[r.SEED] == seed]) for seed in sorted({row[r.SEED] for row in all_rows})]
+        for seed, rows in members if POPULATION in params else [(None, all_rows)]:
+            if not rows:
+                continue  # started, never reported
+            last = rows[-1]
+            trial_id = str(last["trial_id"]) if seed is None else member_id(str(last["trial_id"]), params, seed)
+            identity = {"trial_id": trial_id, "arm": str(last[r.ARM]), "seed": int(last[r.SEED])}
+            # A restored trial reports again from its checkpoint's step: the later row wins.
+            frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
+            curve = _curve_frame({key: frame[key].astype(float) for key in CURVE_COLUMNS if key in frame}).assign(**identity)
+            if POPULATION in params:
+                values = next(TrialPlan.model_validate(p) for p in params[POPULATION] if p["seed"] == seed).levels
+            elif PLAN in params:
+                values = TrialPlan.model_validate(params[PLAN]).levels
+            else:
+                values = {**spec["agent"], **params["set"]}
+            levels = {factor: format_value(values[factor], exact=True) for factor in factors}
+            # Rows before the last carry an empty reason; a trial whose last row has none never
+            # finished: it crashed (Tune wrote its error file) or its driver was stopped.
+            reason = last.get(r.STOP_REASON) or ("error" if errored else None)
+            outcome = {"stop_reason": reason, "stop_step": _number(last.get(r.STOP_STEP))}
+            records.append(_trial_record(identity, levels, outcome, None, curve, guard))
+            curves.append(curve)
     reference = tuple(Reference.model_validate(item) for item in spec.get("reference", []))
     return _results(name, spec["design"], factors, records, curves, str(folder), env=spec.get("env", ""), reference=reference)
 

@@ -12,6 +12,10 @@ what a study is opened for. Their aggregates and the report come at the study's 
 (``analysis.publish``). The experiment is tagged ``mlflow.experimentKind`` =
 ``custom_model_development``: model training, not a GenAI app.
 
+A population trial (``execution: population``) reports each member's report as its own result,
+naming its seed: each member gets the run its single trial would have (tag ``trial_id`` =
+``<Tune trial id>-s<seed>``), so MLflow and the analysis see the same seed runs either way.
+
 Layout (``study.results``, the results contract): tags ``study.role`` (study | arm | trial),
 ``arm``, ``seed``, ``trial_id``, ``stop_reason``, ``stop_step``; params are the factor levels under
 their TD3 names, plus, for a trial, ``seed`` and the whole TD3 config as ``agent.<field>``, as
@@ -36,7 +40,7 @@ from ray import tune
 
 from study import metrics as m
 from study import results as r
-from study.plan import TrialPlan, plan_of
+from study.plan import POPULATION, TrialPlan, member_id, members_of
 from study.spec import StudySpec
 
 if TYPE_CHECKING:
@@ -119,8 +123,8 @@ class MlflowStudyCallback(tune.Callback):
         self._client: MlflowClient | None = None
         self._experiment_id = ""
         self._arm_runs: dict[str, str] = {}
-        self._trial_runs: dict[str, str] = {}
-        self._plans: dict[str, TrialPlan] = {}
+        self._trial_runs: dict[str, str] = {}  # member id (study.plan.member_id) -> run id
+        self._plans: dict[str, dict[int, TrialPlan]] = {}  # Tune trial id -> seed -> plan
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the experiment; a client and run ids are looked up again.
@@ -139,22 +143,31 @@ class MlflowStudyCallback(tune.Callback):
         r.lift_nested_arm_runs(self.client, self._known_runs("arm"))
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._trial_run(trial)
+        for seed in self._members(trial):
+            self._trial_run(trial, seed)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        run_id = self._trial_run(trial)
+        # A population trial's results name their member; a single trial's seed is its plan's.
+        seed = int(result[r.SEED]) if POPULATION in trial.config else next(iter(self._members(trial)))
+        run_id = self._trial_run(trial, seed)
         for batch in _batches(report_metrics(result, _now_ms()), MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=batch)
         if result.get(r.STOP_REASON):
-            self._finish(trial, result[r.STOP_REASON], int(result[r.STOP_STEP]), result)
+            self._finish(trial, seed, result[r.STOP_REASON], int(result[r.STOP_STEP]), result)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.client.set_tag(self._trial_run(trial), r.RETRIES, str(trial.num_failures))
+        for seed in self._members(trial):
+            self.client.set_tag(self._trial_run(trial, seed), r.RETRIES, str(trial.num_failures))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        result = trial.last_result or {}
-        steps = int(result.get(m.ENV_STEPS, 0) or 0)
-        self._finish(trial, "error", steps, result)
+        """The trial failed past its retries: each of its runs without an outcome is filed as
+        ``error`` (a population's members that had stopped or completed keep theirs)."""
+        for seed in self._members(trial):
+            run = self.client.get_run(self._trial_run(trial, seed))
+            if r.STOP_REASON in run.data.tags:
+                continue
+            steps = int(run.data.metrics.get(m.ENV_STEPS, 0))  # the last step this seed reported
+            self._finish(trial, seed, "error", steps, {**(trial.last_result or {}), m.ENV_STEPS: steps})
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         finished = RunStatus.to_string(RunStatus.FINISHED)
@@ -173,9 +186,10 @@ class MlflowStudyCallback(tune.Callback):
         query = f"tags.`{r.ROLE}` = '{role}' and tags.`{r.STUDY_RUN}` = '{self._study_run_id}'"
         return [run.info.run_id for run in self.client.search_runs([self._experiment_id], query, max_results=10_000)]
 
-    def _plan(self, trial: Trial) -> TrialPlan:
+    def _members(self, trial: Trial) -> dict[int, TrialPlan]:
+        """The trial's plans by seed: one, or a population's members."""
         if trial.trial_id not in self._plans:
-            self._plans[trial.trial_id] = plan_of(self._spec, trial.config)
+            self._plans[trial.trial_id] = {plan.seed: plan for plan in members_of(self._spec, trial.config)}
         return self._plans[trial.trial_id]
 
     def _arm_run(self, plan: TrialPlan) -> str:
@@ -188,12 +202,14 @@ class MlflowStudyCallback(tune.Callback):
             self._arm_runs[plan.arm] = run_id
         return self._arm_runs[plan.arm]
 
-    def _trial_run(self, trial: Trial) -> str:
-        if trial.trial_id not in self._trial_runs:
-            plan = self._plan(trial)
-            run_id = self._find("trial", **{r.TRIAL_ID: trial.trial_id})
+    def _trial_run(self, trial: Trial, seed: int) -> str:
+        """The run of one seed of a Tune trial (a population's member is filed as its own trial)."""
+        key = member_id(trial.trial_id, trial.config, seed)
+        if key not in self._trial_runs:
+            plan = self._members(trial)[seed]
+            run_id = self._find("trial", **{r.TRIAL_ID: key})
             if run_id is None:
-                tags = {r.ROLE: "trial", r.ARM: plan.arm, r.SEED: str(plan.seed), r.TRIAL_ID: trial.trial_id, **_regime_tag(plan)}
+                tags = {r.ROLE: "trial", r.ARM: plan.arm, r.SEED: str(plan.seed), r.TRIAL_ID: key, **_regime_tag(plan)}
                 run_id = self._create(r.trial_run_name(plan.arm, plan.seed), {**tags, r.PARENT: self._arm_run(plan)})
                 params = {
                     **encoded_params("", plan.levels),
@@ -202,8 +218,8 @@ class MlflowStudyCallback(tune.Callback):
                     **encoded_params("env", plan.config.env_settings),
                 }
                 self._log_params(run_id, params)
-            self._trial_runs[trial.trial_id] = run_id
-        return self._trial_runs[trial.trial_id]
+            self._trial_runs[key] = run_id
+        return self._trial_runs[key]
 
     def _create(self, name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self._experiment_id, run_name=name, tags={**tags, r.STUDY_RUN: self._study_run_id})
@@ -214,15 +230,15 @@ class MlflowStudyCallback(tune.Callback):
         for batch in _batches(items, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=batch)
 
-    def _finish(self, trial: Trial, reason: str, stop_step: int, result: dict[str, Any]) -> None:
+    def _finish(self, trial: Trial, seed: int, reason: str, stop_step: int, result: dict[str, Any]) -> None:
         """Tags, ``summary/*`` metrics and artifacts of a trial's outcome; the run ends.
 
         The summary is computed here, in the driver, because a trial stopped by the scheduler
         never returns its own; from the logged history, so a retried trial's abandoned steps
         never reach it.
         """
-        run_id = self._trial_run(trial)
-        plan = self._plan(trial)
+        run_id = self._trial_run(trial, seed)
+        plan = self._members(trial)[seed]
         history = {key: values_by_step(self.client.get_metric_history(run_id, key)) for key in r.CURVE_KEYS}
         env_steps = int(result.get(m.ENV_STEPS, stop_step) or 0)
         summary = r.summarize(history, env_steps=env_steps, stop_reason=reason, stop_step=stop_step)

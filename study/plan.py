@@ -15,6 +15,10 @@ Designs:
 - ``optuna``: Optuna proposes the settings through Ray Tune; each proposal becomes a plan once,
   in ``plan_of``, as its trial starts.
 
+``execution: population`` runs each arm's seeds as one Tune trial (``populations``): its config
+holds the member plans, each the plan its seed's single trial would have (``study.population``
+trains them together; every report names its seed, so each member is filed as that trial).
+
 An arm is named by what it changes from the base config: ``baseline``, ``tau=1.0`` or
 ``critic_weight_decay=0.01,weight_decay_mode=decoupled``, values spelled as in YAML.
 
@@ -44,6 +48,7 @@ BASELINE = "baseline"
 REGIME_SEPARATOR = "/"  # "<regime>/<arm>": no arm name or value contains it
 REGIME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 PLAN = "plan"  # the key of a grid trial's plan in its Tune config
+POPULATION = "population"  # the key of a population trial's member plans (one per seed) in its Tune config
 TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX, without importing Ray here
 
 
@@ -107,6 +112,29 @@ def expand(spec: StudySpec) -> list[TrialPlan]:
             configs.add(config)
             plans += [first] + [make_plan(spec, name, overrides, seed, regime) for seed in seeds[1:]]
     return plans
+
+
+def populations(spec: StudySpec) -> list[list[TrialPlan]]:
+    """``execution: population``: every arm's seeds as one Tune trial, arm by arm as ``expand``
+    orders them; each member's plan is the one its single trial would run."""
+    by_arm: dict[str, list[TrialPlan]] = {}
+    for plan in expand(spec):
+        by_arm.setdefault(plan.arm, []).append(plan)
+    return list(by_arm.values())
+
+
+def members_of(spec: StudySpec, config: dict[str, Any]) -> list[TrialPlan]:
+    """The plans one Tune trial runs: its population's members, in seed order, or its one plan."""
+    if POPULATION in config:
+        return [TrialPlan.model_validate(plan) for plan in config[POPULATION]]
+    return [plan_of(spec, config)]
+
+
+def member_id(trial_id: str, config: dict[str, Any], seed: Any) -> str:
+    """The id of one seed's run of a Tune trial: the trial's own id, or for a population member
+    ``<trial id>-s<seed>``. MLflow's ``trial_id`` tag, the analysis' ``trial_id`` column and the
+    scheduler's records all use it, so a member is a trial everywhere past the trainable."""
+    return f"{trial_id}-s{int(seed)}" if POPULATION in config else trial_id
 
 
 def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int, regime: str | None = None) -> TrialPlan:

@@ -42,7 +42,7 @@ from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
-from study.plan import BASELINE, TrialPlan, expand, plan_of
+from study.plan import BASELINE, POPULATION, TrialPlan, expand, member_id, members_of
 from study.scheduler import QGuardScheduler, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
@@ -198,25 +198,31 @@ def folder_name(arm: str) -> str:
 
 class TrialFolders:
     """Tune's ``trial_dirname_creator``: each trial's folder (and TensorBoard run) named by arm and
-    seed, e.g. ``tau=0.02_seed1_5f3a2_00004``, instead of Tune's ``td3_trial_<id>_<config>``."""
+    seed, e.g. ``tau=0.02_seed1_5f3a2_00004``, instead of Tune's ``td3_trial_<id>_<config>``; a
+    population trial's by arm and its seeds (``tau=0.02_seeds0-1-2_5f3a2_00001``), each member's
+    events in its folder ``seed<k>`` there."""
 
     def __init__(self, spec: StudySpec) -> None:
         self._spec = spec
 
     def __call__(self, trial: Any) -> str:
-        plan = plan_of(self._spec, trial.config)
-        arm = folder_name(plan.arm)
-        return f"{arm}_seed{plan.seed}_{trial.trial_id}"
+        members = members_of(self._spec, trial.config)
+        arm = folder_name(members[0].arm)
+        if POPULATION in trial.config:
+            return f"{arm}_seeds{'-'.join(str(plan.seed) for plan in members)[:40]}_{trial.trial_id}"
+        return f"{arm}_seed{members[0].seed}_{trial.trial_id}"
 
 
 class ConsoleProgress(tune.Callback):
     """A console line per trial outcome as it happens, and every ``PROGRESS_SECONDS`` a line on
-    the trials running: plain lines, so a study's log reads the same in a terminal and a file."""
+    the trials running: plain lines, so a study's log reads the same in a terminal and a file.
+    A population trial's members count, report and end as the trials of their seeds."""
 
     def __init__(self, spec: StudySpec) -> None:
         self._spec = spec
-        self._plans: dict[str, TrialPlan] = {}
-        self._latest: dict[str, tuple[int, float]] = {}  # trial id -> (env steps, eval return)
+        self._members: dict[str, list[TrialPlan]] = {}  # Tune trial id -> its plans
+        self._latest: dict[str, tuple[int, float]] = {}  # member id -> (env steps, eval return)
+        self._ended: set[str] = set()  # member ids whose outcome was printed
         self._next_progress = time.monotonic() + PROGRESS_SECONDS
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -225,17 +231,21 @@ class ConsoleProgress(tune.Callback):
         self._next_progress = time.monotonic() + PROGRESS_SECONDS
         running = []
         for trial in trials:
-            if trial.status == "RUNNING" and trial.trial_id in self._latest:
-                plan = self._plan(trial)
-                steps, eval_return = self._latest[trial.trial_id]
-                running.append(f"{plan.arm} seed={plan.seed} {steps}/{self._spec.budget.steps}"
-                               + (f" eval {eval_return:.1f}" if math.isfinite(eval_return) else ""))
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        print(f"[{done}/{len(trials)} done] running: {'; '.join(running) or 'starting'}", flush=True)
+            if trial.status != "RUNNING":
+                continue
+            for plan in self._plans(trial):
+                key = member_id(trial.trial_id, trial.config, plan.seed)
+                if key in self._latest and key not in self._ended:
+                    steps, eval_return = self._latest[key]
+                    running.append(f"{plan.arm} seed={plan.seed} {steps}/{self._spec.budget.steps}"
+                                   + (f" eval {eval_return:.1f}" if math.isfinite(eval_return) else ""))
+        done, total = self._counts(trials)
+        print(f"[{done}/{total} done] running: {'; '.join(running) or 'starting'}", flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         eval_return = result[m.EVAL_RETURN]  # the latest evaluation, NaN before the first
-        self._latest[trial.trial_id] = (int(result[m.ENV_STEPS]), eval_return)
+        seed = int(result[r.SEED])
+        self._latest[member_id(trial.trial_id, trial.config, seed)] = (int(result[m.ENV_STEPS]), eval_return)
         reason = result.get(r.STOP_REASON)
         if not reason:
             return
@@ -245,20 +255,35 @@ class ConsoleProgress(tune.Callback):
         if reason in GUARD_STOPS:
             text += (f", actor-path Q in [{result[m.ACTOR_Q_MIN]:.3g}, {result[m.ACTOR_Q_MAX]:.3g}]"
                      f" against [{result[m.Q_LOW]:.3g}, {result[m.Q_HIGH]:.3g}]")
-        self._line(trials, trial, text)
+        self._line(trials, trial, seed, text)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trials, trial, f"error: {trial.error_file}")
+        for plan in self._plans(trial):
+            if member_id(trial.trial_id, trial.config, plan.seed) not in self._ended:
+                self._line(trials, trial, plan.seed, f"error: {trial.error_file}")
 
-    def _plan(self, trial: Any) -> TrialPlan:
-        if trial.trial_id not in self._plans:
-            self._plans[trial.trial_id] = plan_of(self._spec, trial.config)
-        return self._plans[trial.trial_id]
+    def _plans(self, trial: Any) -> list[TrialPlan]:
+        if trial.trial_id not in self._members:
+            self._members[trial.trial_id] = members_of(self._spec, trial.config)
+        return self._members[trial.trial_id]
 
-    def _line(self, trials: list, trial: Any, text: str) -> None:
-        plan = self._plan(trial)
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-        print(f"[{done}/{len(trials)}] {plan.arm} seed={plan.seed}: {text}", flush=True)
+    def _counts(self, trials: list) -> tuple[int, int]:
+        """(members ended, members in all): a trial that ended counts all of its members."""
+        done = total = 0
+        for trial in trials:
+            plans = self._plans(trial)
+            total += len(plans)
+            if trial.status in ("TERMINATED", "ERROR"):
+                done += len(plans)
+            else:
+                done += sum(member_id(trial.trial_id, trial.config, plan.seed) in self._ended for plan in plans)
+        return done, total
+
+    def _line(self, trials: list, trial: Any, seed: int, text: str) -> None:
+        self._ended.add(member_id(trial.trial_id, trial.config, seed))
+        arm = self._plans(trial)[0].arm
+        done, total = self._counts(trials)
+        print(f"[{done}/{total}] {arm} seed={seed}: {text}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,21 +299,31 @@ class TrialOutcome:
 
 
 def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
-    """One outcome per trial from Tune's ResultGrid: the results contract's summary of its history."""
+    """One outcome per trial (per member of a population trial) from Tune's ResultGrid: the results
+    contract's summary of its history."""
     outcomes = []
     for result in results:
-        plan = plan_of(spec, result.config)
-        last = result.metrics or {}
         history = result.metrics_dataframe
-        series: dict[str, list[float]] = {}
-        if history is not None and m.ENV_STEPS in history:
-            # A restored trial reports again from its checkpoint's step: the later row wins.
-            rows = history.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
-            series = {key: rows[key].astype(float).tolist() for key in r.CURVE_KEYS if key in rows}
-        reason = "error" if result.error else str(last.get(r.STOP_REASON) or "")
-        summary = r.summarize(series, env_steps=int(last.get(m.ENV_STEPS, 0) or 0), stop_reason=reason,
-                              stop_step=last.get(r.STOP_STEP))
-        outcomes.append(TrialOutcome(arm=plan.arm, seed=plan.seed, summary=summary))
+        for plan in members_of(spec, result.config):
+            rows = history
+            if history is not None and POPULATION in result.config and r.SEED in history:
+                rows = history[history[r.SEED] == plan.seed]
+            has_rows = rows is not None and m.ENV_STEPS in rows and len(rows) > 0
+            last = rows.iloc[-1].to_dict() if has_rows and POPULATION in result.config else (result.metrics or {})
+            series: dict[str, list[float]] = {}
+            if has_rows:
+                # A restored trial reports again from its checkpoint's step: the later row wins.
+                rows = rows.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
+                series = {key: rows[key].astype(float).tolist() for key in r.CURVE_KEYS if key in rows}
+            reason = last.get(r.STOP_REASON)
+            reason = reason if isinstance(reason, str) else ""
+            # A trial that failed past its retries is an error; a population's members that had
+            # stopped or completed before keep their outcomes.
+            if result.error and (not reason or POPULATION not in result.config):
+                reason = "error"
+            summary = r.summarize(series, env_steps=int(last.get(m.ENV_STEPS, 0) or 0), stop_reason=reason,
+                                  stop_step=last.get(r.STOP_STEP))
+            outcomes.append(TrialOutcome(arm=plan.arm, seed=plan.seed, summary=summary))
     order = {plan.arm: i for i, plan in enumerate(expand(spec))} if spec.design != "optuna" else {}
     return sorted(outcomes, key=lambda o: (order.get(o.arm, len(order)), o.arm, o.seed))
 

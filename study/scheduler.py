@@ -24,7 +24,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from study import metrics as m
 from study.guard import GUARD_STOPS, GuardConfig, verdict
-from study.results import STOP_REASON, STOP_STEP
+from study.plan import POPULATION, member_id
+from study.results import SEED, STOP_REASON, STOP_STEP
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -76,7 +77,7 @@ class QGuardScheduler(FIFOScheduler):
         return self._max_t
 
     def stop_record(self, trial_id: str) -> StopRecord | None:
-        """Why and when the scheduler stopped this trial, if it did."""
+        """Why and when the scheduler stopped this trial (a population member: ``study.plan.member_id``), if it did."""
         return self._stops.get(trial_id)
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -92,6 +93,16 @@ class QGuardScheduler(FIFOScheduler):
         # The trial counts the strikes (and checkpoints them): a retry re-reports the steps after
         # its checkpoint with the count it had there, and a resumed study reads the count on.
         reason = verdict(int(result[m.GUARD_STRIKES]), float(result[m.GUARD_EXCESS]), self._guard_cfg)
+        if POPULATION in trial.config:
+            # A member's report: the population froze the member by this same rule, and its report
+            # at the stop is its last. Tune stops whole trials only, so the others go on; a retry's
+            # replay of a report before the stop clears the record until the stop comes again.
+            member = member_id(trial.trial_id, trial.config, result[SEED])
+            if reason is not None:
+                self._stops[member] = StopRecord(reason, step)
+            else:
+                self._stops.pop(member, None)
+            return TrialScheduler.CONTINUE
         if reason is not None:
             self._stops[trial.trial_id] = StopRecord(reason, step)
             return TrialScheduler.STOP
@@ -140,7 +151,8 @@ class StopReasonCallback(tune.Callback):
 
     Tune runs callbacks after the scheduler's decision and before its own loggers, and lets them
     edit the result in place: the outcome reaches ``result.json``, ``progress.csv`` and MLflow.
-    Rows before the last carry an empty reason, so the column exists from the first row on.
+    Rows before the last carry an empty reason, so the column exists from the first row on. A
+    population trial's rows are its members' reports: each member's last row carries its outcome.
     """
 
     def __init__(self, scheduler: QGuardScheduler) -> None:
@@ -148,6 +160,7 @@ class StopReasonCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         env_steps = int(result[m.ENV_STEPS])
-        outcome = final_outcome(self._scheduler.stop_record(trial.trial_id), env_steps, self._scheduler.max_t)
+        record = self._scheduler.stop_record(member_id(trial.trial_id, trial.config, result.get(SEED)))
+        outcome = final_outcome(record, env_steps, self._scheduler.max_t)
         result[STOP_REASON] = outcome.reason if outcome else ""
         result[STOP_STEP] = outcome.step if outcome else math.nan

@@ -1,6 +1,7 @@
 """Tune's param space and searcher for a study's design: every trial's config carries its plan.
 
-Grid designs put the plans themselves in the param space. For ``optuna`` a proposal becomes a
+Grid designs put the plans themselves in the param space (``execution: population``: each
+arm's member plans, one trial per arm). For ``optuna`` a proposal becomes a
 plan once, as Tune asks for the trial (``PlanRepeater.suggest``), so the trainable, the
 callbacks and ``params.json`` read a plan for every design and nothing expands a proposal again.
 """
@@ -12,12 +13,15 @@ from typing import Any
 from ray import tune
 from ray.tune.search import Repeater, Searcher
 
-from study.plan import PLAN, expand, plan_of
+from study.plan import PLAN, POPULATION, expand, plan_of, populations
 from study.spec import StudySpec
 
 
 def search(spec: StudySpec) -> tuple[dict[str, Any], Searcher | None, int]:
     """Tune's param space, search algorithm and sample count for the study's design."""
+    if spec.execution == "population":
+        members = [[plan.model_dump(mode="json") for plan in population] for population in populations(spec)]
+        return {POPULATION: tune.grid_search(members)}, None, 1
     if spec.design != "optuna":
         return {PLAN: tune.grid_search([plan.model_dump(mode="json") for plan in expand(spec)])}, None, 1
 

@@ -1,4 +1,5 @@
-"""One Ray Tune trial: lease a CARLA slot when the env needs one, then run ``study.trial.run_trial``.
+"""One Ray Tune trial: lease a CARLA slot when the env needs one, then run ``study.trial.run_trial``
+(or, for ``execution: population``, an arm's seeds together: ``study.population.run_population``).
 
 The trial function is the same one ``python -m study.train`` runs; this wrapper only connects it
 to Tune: every report (every key of ``study.metrics.REPORT_KEYS``, plus ``arm`` and ``seed``) goes
@@ -12,6 +13,10 @@ block held by a lock no other trial on that node can take, and a server bound to
 the trial. Between episodes the slot counts the episode (recycling a leaking server when due) and
 restarts a server that died or hangs; a server that dies mid-episode makes the trial fail, and Tune
 retries it from its last checkpoint with a fresh lease. The embedded simulator and gymnasium envs need none of this (nor the CARLA wheel).
+
+A population trial reports each member's report as its own Tune result (every one names its seed)
+and the population's checkpoint with the last member's report of that step; the driver's callbacks
+file each member as the single trial of its seed would be (``study.plan.member_id``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from ray import tune
 
 from study import metrics as m
 from study import results as r
-from study.plan import plan_of
+from study.plan import POPULATION, members_of
+from study.population import run_population
 from study.spec import StudySpec
 from study.trial import run_trial
 
@@ -52,29 +58,41 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
         # Ray logs every persisted checkpoint at INFO, from every trial: keep warnings only.
         logging.getLogger("ray.train").setLevel(logging.WARNING)
         sys.unraisablehook = exit_in_finalizer_is_no_error
-        plan = plan_of(spec, config)
-        cfg = plan.config
+        plans = members_of(spec, config)
         checkpoint = tune.get_checkpoint()
         resumed = checkpoint is not None
         fail_at = spec.fault_injection.fail_at_step if spec.fault_injection else None
 
-        def on_report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-            if fail_at is not None and not resumed and metrics[m.ENV_STEPS] >= fail_at:
-                raise InjectedFault(f"fault_injection: first attempt fails at env step {int(metrics[m.ENV_STEPS])}")
+        def on_reports(reports: dict[int, dict[str, float]], checkpoint_dir: Path | None) -> None:
+            """One env step's reports ({seed: report}) to Tune, each naming its arm and seed; the
+            checkpoint written at that step goes with the last, so that it holds every report."""
+            step = next(iter(reports.values()))[m.ENV_STEPS]
+            if fail_at is not None and not resumed and step >= fail_at:
+                raise InjectedFault(f"fault_injection: first attempt fails at env step {int(step)}")
             saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-            tune.report({**metrics, r.ARM: plan.arm, r.SEED: plan.seed}, checkpoint=saved)
+            seeds = list(reports)
+            for seed in seeds:
+                tune.report({**reports[seed], r.ARM: plans[0].arm, r.SEED: seed}, checkpoint=saved if seed == seeds[-1] else None)
 
         with carla_slot(spec) as (slot_settings, between_episodes):
+            cfg = plans[0].config
             cfg = cfg.model_copy(update={"env_settings": {**cfg.env_settings, **slot_settings}})
-            with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_from:
+            with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+                resume_from = Path(resume_dir) if resume_dir else None
                 # Tune runs each trial in its own working directory, which is not synced to storage:
                 # the scratch checkpoint goes there (Tune copies each reported one to storage), and
                 # the study's driver writes the TensorBoard events into the trial's storage folder.
+                if POPULATION in config:
+                    # A member's guard stop freezes it here (Tune can only stop the whole trial); the
+                    # scheduler records the outcome by the same rule from its report.
+                    seeds = [plan.seed for plan in plans]
+                    run_population(cfg, seeds, on_report=on_reports, out_dir=Path.cwd(), resume_from=resume_from)
+                    return
                 run_trial(
                     cfg,
                     Path.cwd(),
-                    on_report=on_report,
-                    resume_from=Path(resume_from) if resume_from else None,
+                    on_report=lambda report, checkpoint_dir: on_reports({cfg.seed: report}, checkpoint_dir),
+                    resume_from=resume_from,
                     progress=False,
                     stop_on_guard=False,
                     between_episodes=between_episodes,

@@ -25,7 +25,7 @@ from study.mlflow_logging import (
     report_metrics,
     values_by_step,
 )
-from study.plan import PLAN, expand
+from study.plan import PLAN, POPULATION, expand
 from study.results import default_tracking_uri
 from study.spec import validate_spec
 
@@ -252,3 +252,31 @@ def test_a_regimes_runs_carry_the_regime_and_its_env_settings(tmp_path: Path) ->
             for run in short:
                 assert run.data.params["env.max_episode_steps"] == "10" and run.data.params["env.reward.collision_penalty"] == "0.0"
         assert not [key for run in (plain if role == "trial" else [*plain, *short]) for key in run.data.params if key.startswith("env.")]
+
+
+def test_a_populations_members_are_filed_as_the_trials_of_their_seeds(store: tuple[str, MlflowClient, str]) -> None:
+    """One Tune trial runs an arm's seeds; each member logs into the run its single trial would
+    have (tag trial_id ``<trial id>-s<seed>``), ends with its own outcome, and a crash past the
+    retries files as ``error`` only the members that had none."""
+    uri, client, study_run_id = store
+    callback = make_callback(uri, study_run_id)
+    members = [PLANS["tau=1.0", seed].model_dump(mode="json") for seed in (0, 1)]
+    trial = Trial("td3_trial", config={POPULATION: members}, trial_id="p0", stub=True)
+    callback.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    runs = {run.data.tags["trial_id"]: run for run in runs_by_role(client, study_run_id, "trial")}
+    assert sorted(runs) == ["p0-s0", "p0-s1"]
+    assert {(run.data.tags["arm"], run.data.tags["seed"]) for run in runs.values()} == {("tau=1.0", "0"), ("tau=1.0", "1")}
+    for seed in (0, 1):
+        callback.on_trial_result(iteration=1, trials=[trial], trial=trial, result={**report(500), "seed": seed, "stop_reason": ""})
+    stopped = report(1_000, **{m.ACTOR_Q_MAX: 9e5})
+    callback.on_trial_result(iteration=2, trials=[trial], trial=trial,
+                             result={**stopped, "seed": 1, "stop_reason": "q_explosion", "stop_step": 1_000})
+    callback.on_trial_result(iteration=3, trials=[trial], trial=trial, result={**report(1_500), "seed": 0, "stop_reason": ""})
+    callback.on_trial_error(iteration=4, trials=[trial], trial=trial)
+    runs = {run.data.tags["trial_id"]: run for run in runs_by_role(client, study_run_id, "trial")}
+    assert (runs["p0-s1"].data.tags["stop_reason"], runs["p0-s1"].info.status) == ("q_explosion", "FINISHED")
+    assert runs["p0-s1"].data.metrics["summary/max_actor_q"] == 9e5
+    assert (runs["p0-s0"].data.tags["stop_reason"], runs["p0-s0"].data.tags["stop_step"]) == ("error", "1500")
+    assert runs["p0-s0"].info.status == "FAILED"
+    assert [x.step for x in client.get_metric_history(runs["p0-s0"].info.run_id, m.ENV_STEPS)] == [500, 1_500]
+    assert len(runs_by_role(client, study_run_id, "arm")) == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from study.guard import GuardConfig, GuardState, guard_step
+from study.plan import POPULATION
 from study.scheduler import QGuardScheduler, StopReasonCallback, StopRecord, final_outcome
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -166,3 +168,35 @@ def test_its_status_line_names_asha_only_when_asha_runs() -> None:
     """Tune's console shows ``debug_string``; a study with ASHA off must not read as pruned by it."""
     assert make_scheduler(asha=False).debug_string() == "Q guard: stops none yet"
     assert make_scheduler(asha=True).debug_string() == "Q guard + ASHA: stops none yet"
+
+
+def test_a_population_members_stop_is_recorded_for_that_member_and_the_trial_goes_on() -> None:
+    """Tune stops whole trials: a population freezes its member itself, and the scheduler files the
+    outcome of each member's report by the same rule, under the member's id."""
+    scheduler = make_scheduler(asha=False)
+    callback = StopReasonCallback(scheduler)
+    trial = Trial("td3_trial", config={POPULATION: []}, trial_id="pop", stub=True)
+    scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
+    members = {0: GuardState(), 3: GuardState()}
+
+    def member_report(seed: int, step: int, excess: float) -> tuple[str, dict[str, Any]]:
+        members[seed], _ = guard_step(members[seed], excess, GUARD)
+        result = {"env_steps": step, "eval/return_mean": 0.0, "guard/actor_q_excess": excess,
+                  "guard/strikes": members[seed].strikes, "seed": seed}
+        decision = scheduler.on_trial_result(None, trial, result)  # type: ignore[arg-type]
+        callback.on_trial_result(iteration=0, trials=[trial], trial=trial, result=result)
+        return decision, result
+
+    assert member_report(0, 500, 0.0)[0] == CONTINUE and member_report(3, 500, 50.0)[0] == CONTINUE
+    decision, stopped = member_report(3, 1_000, 50.0)
+    assert decision == CONTINUE  # the healthy member goes on
+    assert (stopped["stop_reason"], stopped["stop_step"]) == ("q_explosion", 1_000)
+    assert scheduler.stop_record("pop-s3") == StopRecord("q_explosion", 1_000) and scheduler.stop_record("pop") is None
+    _, healthy = member_report(0, 1_000, 0.0)
+    assert healthy["stop_reason"] == ""
+    _, last = member_report(0, 10_000, 0.0)
+    assert (last["stop_reason"], last["stop_step"]) == ("completed", 10_000)
+    # A retry from a checkpoint before the stop replays member 3's earlier report: not a stop there.
+    members[3] = GuardState()
+    _, replayed = member_report(3, 500, 50.0)
+    assert replayed["stop_reason"] == "" and scheduler.stop_record("pop-s3") is None

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from agents import TD3Config
-from study.plan import PLAN, TRIAL_INDEX, arm_name, arms, expand, format_value, make_plan, plan_of
+from study.plan import PLAN, POPULATION, TRIAL_INDEX, arm_name, arms, expand, format_value, make_plan, member_id, members_of, plan_of, populations
 from study.results import decode_param
 from study.spec import SEARCH_SPACES, SpecError, apply_smoke, load_spec, validate_spec
 
@@ -362,3 +362,32 @@ def test_asha_prunes_tuning_and_leaves_ablations_whole_unless_told(design: str, 
     assert validate_spec(spec_with(**changes)).scheduler.asha is asha
     told = validate_spec(spec_with(**changes, scheduler={"asha": not asha, "grace_period": 2_000}))
     assert told.scheduler.asha is (not asha)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"scheduler": {"asha": True, "grace_period": 2_000}}, "execution 'population' needs scheduler.asha false"),
+        ({"design": "optuna", "factors": {}, "arms": [], "distributions": {"tau": {"type": "loguniform", "low": 0.001, "high": 0.1}},
+          "num_samples": 2}, "execution 'population' needs a grid design"),
+        ({"env": "carla", "env_settings": {}, "resources": {"carla": 1}, "carla_pool": {"mode": "attach", "ports": [2000]}},
+         "env 'carla' needs a server per env: use execution 'per_seed'"),
+        ({"execution": "populations"}, "execution: Input should be 'per_seed' or 'population'"),
+    ],
+)
+def test_populations_are_refused_where_a_trial_cannot_hold_an_arms_seeds(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        validate_spec(spec_with(**{"execution": "population", "scheduler": {}, **changes}))
+    assert fragment in str(caught.value)
+
+
+def test_a_population_per_arm_holds_the_plans_its_seeds_single_trials_would_run() -> None:
+    spec = validate_spec(spec_with(execution="population", scheduler={}))
+    groups = populations(spec)
+    assert [plan for group in groups for plan in group] == expand(spec)  # every trial once, in order
+    assert [[plan.seed for plan in group] for group in groups] == [spec.seeds] * len(arms(spec))
+    assert [group[0].arm for group in groups] == [name for name, _ in arms(spec)]
+    config = {POPULATION: [plan.model_dump(mode="json") for plan in groups[1]]}
+    assert members_of(spec, config) == groups[1]
+    assert member_id("t7", config, 1) == "t7-s1"
+    assert member_id("t7", {PLAN: groups[1][1].model_dump(mode="json")}, 1) == "t7"  # a single trial keeps Tune's id

@@ -12,9 +12,11 @@ from study.config import TrialConfig
 from study.guard import GuardConfig
 from study.plan import BASELINE, REGIME_NAME, arms, deep_merge
 from study.spec.checks import agent_problems, carla_pool_problems, check_env_settings, trial_problems
+from envs import needs_server
 from envs.validation import describe_errors
 
 Design = Literal["factorial", "one_at_a_time", "optuna"]
+Execution = Literal["per_seed", "population"]
 
 
 class Budget(BaseModel):
@@ -128,6 +130,21 @@ class Regime(BaseModel):
     seeds: list[int] | None = Field(None, min_length=1, description="default: the study's seeds")
 
 
+def population_problems(spec: StudySpec) -> list[str]:
+    """Why a study cannot run an arm's seeds as one population trial, if it cannot."""
+    problems = []
+    if spec.design == "optuna":
+        problems.append("execution 'population' needs a grid design (factorial or one_at_a_time): "
+                        "Optuna proposes one configuration per trial")
+    if spec.scheduler.asha:
+        problems.append("execution 'population' needs scheduler.asha false: ASHA prunes whole trials, "
+                        "and a population trial holds several seeds")
+    if needs_server(spec.env):
+        problems.append(f"execution 'population' steps an env per member in one process, and env {spec.env!r} needs "
+                        "a server per env: use execution 'per_seed'")
+    return problems
+
+
 def seeds_problem(seeds: list[int]) -> str | None:
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         return f"seeds must be distinct integers >= 0 (got {seeds})"
@@ -197,6 +214,9 @@ class StudySpec(BaseModel):
     carla_pool: dict[str, Any] | None = Field(None, description="envs.carla.pool.CarlaPoolConfig, env 'carla' only")
     max_failures: int = Field(2, ge=0, description="retries of a crashed trial, from its last checkpoint")
     max_concurrent_trials: int | None = Field(None, gt=0)
+    execution: Execution = Field(
+        "per_seed", description="per_seed: a Tune trial per arm and seed; population: an arm's seeds as one trial (study.population)"
+    )
     device: str = Field("auto", description="torch device per trial")
     storage: str = Field("./results", description="Tune folder root (shared storage on a cluster)")
     tracking_uri: str | None = Field(None, description="MLflow; default sqlite:///<storage>/mlflow.db")
@@ -324,6 +344,8 @@ class StudySpec(BaseModel):
                 f"scheduler.grace_period ({sched.grace_period}) must lie in [budget.eval_every "
                 f"({budget.eval_every}), budget.steps ({budget.steps})]: ASHA ranks on evaluation return"
             )
+        if self.execution == "population":
+            problems += population_problems(self)
         if (self.env == "carla") != (self.resources.carla == 1):
             problems.append("resources.carla must be 1 exactly when env is 'carla' (one server slot per trial)")
         if (self.env == "carla") != (self.carla_pool is not None):

@@ -1,0 +1,93 @@
+"""``execution: population`` through ``python -m study.run``: an arm's seeds as one Tune trial, and
+every figure a user reads (MLflow's seed runs, the Tune folder, TensorBoard, the console, the
+verdicts) the same as when each seed is a trial of its own. Real Ray, real MLflow, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from analysis.load import StudyResults, load_mlflow, load_tune
+from study.results import default_tracking_uri
+from tests.support.study_cli import run_cli, trial_runs
+
+# Tiny Pendulum networks; tolerance 1e-3 and patience 1 stop seed 3 at its first actor step (300),
+# measured in tests/test_study_population.py, while seed 0 completes: a population with a frozen
+# member and a running one.
+STUDY: dict[str, Any] = {
+    "name": "populations",
+    "env": "Pendulum-v1",
+    "agent": {"learning_starts": 200, "hidden_sizes": [32, 32], "batch_size": 32},
+    "design": "one_at_a_time",
+    "factors": {"tau": [0.005, 0.01]},
+    "seeds": [0, 3],
+    "guard": {"tolerance": 0.001, "patience": 1},
+    "budget": {"steps": 1_500, "eval_every": 500, "eval_episodes": 1, "report_every": 100, "checkpoint_every": 500},
+}
+
+
+def run_study(tmp_path: Path, name: str, **changes: Any) -> tuple[Path, str]:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, **changes}))
+    storage = tmp_path / name
+    code, out = run_cli("--space", str(path), "--storage", str(storage), timeout=600)
+    assert code == 0, out
+    return storage, out
+
+
+def by_seed(results: StudyResults) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trial and curve tables without Tune's trial ids, in arm, seed, step order."""
+    trials = results.trials.drop(columns="trial_id").sort_values(["arm", "seed"]).reset_index(drop=True)
+    curves = results.curves.drop(columns="trial_id").sort_values(["arm", "seed", "env_steps"]).reset_index(drop=True)
+    return trials, curves
+
+
+def verdicts(out: str) -> list[str]:
+    lines = out.split("Verdicts (", 1)[1].splitlines()[1:]
+    return lines[: lines.index("")]
+
+
+@pytest.mark.slow
+def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_file(tmp_path: Path) -> None:
+    per_seed, per_seed_out = run_study(tmp_path, "per_seed")
+    # The population study also crashes once (at 1,100 steps), and Tune retries it from its checkpoint at 1,000.
+    population, out = run_study(tmp_path, "population", execution="population", fault_injection={"fail_at_step": 1_100})
+
+    expected = load_mlflow(default_tracking_uri(per_seed))
+    got = load_mlflow(default_tracking_uri(population))
+    assert sorted(zip(expected.trials["arm"], expected.trials["seed"], expected.trials["stop_reason"])) == [
+        ("baseline", 0, "completed"), ("baseline", 3, "q_explosion"), ("tau=0.01", 0, "completed"), ("tau=0.01", 3, "q_explosion"),
+    ]
+    for table, want in zip(by_seed(got), by_seed(expected), strict=True):
+        pd.testing.assert_frame_equal(table, want)
+    # The Tune folder, read without MLflow, splits each population trial into its members too.
+    for table, want in zip(by_seed(load_tune(population, "populations")), by_seed(expected), strict=True):
+        pd.testing.assert_frame_equal(table, want)
+    assert verdicts(out) == verdicts(per_seed_out) and verdicts(out)
+
+    # Two Tune trials, one per arm; four seed runs in MLflow, each under its member id, each retried once.
+    folders = sorted(p.parent for p in (population / "populations").glob("*/params.json"))
+    assert [folder.name.split("_seeds")[0] for folder in folders] == ["baseline", "tau=0.01"]
+    runs = trial_runs(population, "populations")
+    assert sorted(run.data.tags["trial_id"][-3:] for run in runs) == ["-s0", "-s0", "-s3", "-s3"]
+    assert {(run.data.tags["retries"], run.info.status) for run in runs} == {("1", "FINISHED")}
+
+    # TensorBoard: each member's curve in its folder, the steps the retry reported again shown once.
+    for folder in folders:
+        steps = {}
+        for seed in (0, 3):
+            events = EventAccumulator(str(folder / f"seed{seed}"))
+            events.Reload()
+            steps[seed] = [event.step for event in events.Scalars("train/critic_loss")]
+        assert steps == {0: list(range(200, 1_501, 100)), 3: [200, 300]}, steps
+
+    # The console counts and names members as trials.
+    assert re.search(r"\[\d/4\] baseline seed=3: q_explosion at 300 env steps", out), out
+    assert re.search(r"\[\d/4\] tau=0\.01 seed=0: completed at 1500 env steps", out), out
