@@ -28,10 +28,13 @@ Three figures per way:
   and warm-up included: separate processes pay one each, a share that shrinks with longer runs).
 
     PYTHONPATH=. python bench/bench_population.py [--members 8 32] [--steps 1300] [--rounds 2] [--cores 2]
-        [--ways population separate per_core] [--note TEXT]
+        [--ways population separate per_core] [--device cpu] [--note TEXT]
 
-Ends with ``population P=8: X.XXx separate processes (cpu)``. Writes bench/results/population.json
-and .md (``--out``).
+``--device`` (default cpu) is the trial's device in every process, ``cuda`` for instance: then the
+separate processes share the one GPU, ``cores`` of them at a time, as trials with a fractional GPU
+would. Ends with ``population P=8: X.XXx separate processes (cpu)`` on the CPU, and on another
+device with its largest population's ratio, ``population P=32: X.XXx separate processes (cuda)``.
+Writes bench/results/population.json and .md (``--out``).
 """
 
 from __future__ import annotations
@@ -65,13 +68,15 @@ WINDOW_FROM = 1_100  # 100 updates after learning_starts: every process's first 
 FIGURES = ("steady", "per_cpu_s", "whole")
 
 
-def worker(seeds: list[int], steps: int, threads: int) -> dict[str, Any]:
-    """Run ``run_population`` for ``seeds``: its steady window (from the first member's report
-    ``WINDOW_FROM`` env steps in to the last member's last report) in wall and CPU time, and env steps."""
+def worker(seeds: list[int], steps: int, threads: int, device: str = "cpu") -> dict[str, Any]:
+    """Run ``run_population`` for ``seeds`` on ``device``: its steady window (from the first member's
+    report ``WINDOW_FROM`` env steps in to the last member's last report; a report reads the metrics
+    back, so on a GPU it waits for the work before it) in wall and CPU time, and env steps."""
+    from agents.agent import resolve_device
     from study.config import TrialConfig
     from study.population import run_population
 
-    cfg = TrialConfig.model_validate({**TRIAL, "steps": steps})
+    cfg = TrialConfig.model_validate({**TRIAL, "steps": steps, "device": device})
     marks: dict[int, list[tuple[float, float]]] = {}
 
     def on_report(reports: dict[int, dict[str, float]], _checkpoint: Any) -> None:
@@ -86,12 +91,13 @@ def worker(seeds: list[int], steps: int, threads: int) -> dict[str, Any]:
         "window_steps": len(seeds) * (steps - WINDOW_FROM),
         "env_steps": sum(run.summary["env_steps"] for run in runs),
         "outcomes": [run.summary["stop_reason"] for run in runs],
+        "device": resolve_device(device).type,
     }
 
 
 def _command(seeds: list[int], args: argparse.Namespace, threads: int) -> list[str]:
     return [sys.executable, __file__, "--worker", ",".join(map(str, seeds)), "--steps", str(args.steps),
-            "--threads", str(threads)]  # fmt: skip
+            "--threads", str(threads), "--device", args.device]  # fmt: skip
 
 
 def _environment() -> dict[str, str]:
@@ -109,7 +115,7 @@ def _result(process: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_processes(groups: list[list[int]], threads: int, args: argparse.Namespace) -> dict[str, float]:
+def run_processes(groups: list[list[int]], threads: int, args: argparse.Namespace) -> dict[str, Any]:
     """One process per group of seeds, ``cores`` running at a time, the next started as one exits;
     the way's three figures (see the module docstring)."""
     start = time.perf_counter()
@@ -132,6 +138,7 @@ def run_processes(groups: list[list[int]], threads: int, args: argparse.Namespac
         "per_cpu_s": window_steps / sum(r["window_cpu_s"] for r in results),
         "whole": sum(r["env_steps"] for r in results) / whole_s,
         "whole_s": whole_s,
+        "devices": sorted({r["device"] for r in results}),
     }
 
 
@@ -152,19 +159,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cores", type=int, default=2, help="cores every way may use: learner threads, concurrent processes")
     parser.add_argument("--ways", nargs="+", choices=["population", "separate", "per_core"], default=["population", "separate"])
+    parser.add_argument("--device", default="cpu", help="every process's trial device: cpu, cuda, cuda:N or auto")
     parser.add_argument("--note", default="", help="what else ran on the machine (goes into the results)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "population.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker([int(s) for s in args.worker.split(",")], args.steps, args.threads)))
+        print(json.dumps(worker([int(s) for s in args.worker.split(",")], args.steps, args.threads, args.device)))
         return
     if args.steps <= WINDOW_FROM or "separate" not in args.ways:
         parser.error(f"need --steps > {WINDOW_FROM} and 'separate' among --ways")
 
     load_before = os.getloadavg()
-    runs: dict[int, dict[str, list[dict[str, float]]]] = {p: {way: [] for way in args.ways} for p in args.members}
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {p: {way: [] for way in args.ways} for p in args.members}
     for r in range(args.rounds):
         for members in args.members:
             for way in args.ways if r % 2 == 0 else reversed(args.ways):
@@ -175,6 +183,8 @@ def main() -> None:
                       f"{result['per_cpu_s']:6.1f} per CPU-second, whole {result['whole']:7.1f} env steps/s "
                       f"({result['whole_s']:.0f} s)", flush=True)  # fmt: skip
     rows = [_row(members, runs[members]) for members in args.members]
+    devices = sorted({d for row in runs.values() for results in row.values() for r in results for d in r["devices"]})
+    device = "/".join(devices)  # what the workers ran on, as torch names it
     meta = {
         "date": datetime.date.today().isoformat(),
         "command": shlex.join(["python", "bench/bench_population.py", *sys.argv[1:]]),
@@ -182,9 +192,10 @@ def main() -> None:
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "note": args.note,
-        "trial": TRIAL | {"steps": args.steps},
+        "trial": TRIAL | {"steps": args.steps, "device": args.device},
         "cores": args.cores,
         "rounds": args.rounds,
+        "device": device,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=2))
@@ -193,13 +204,16 @@ def main() -> None:
         for way, ratios in row["ratios"].items():
             print(f"{way} P={row['members']}: " + ", ".join(f"{figure} {ratios[figure]['median']:.2f}x" for figure in FIGURES)
                   + " separate processes")  # fmt: skip
-    first = next((row for row in rows if row["members"] == 8), rows[0])
+    if device == "cpu":
+        first = next((row for row in rows if row["members"] == 8), rows[0])
+    else:  # on a GPU the population's case is the large one: P=32, else the largest
+        first = next((row for row in rows if row["members"] == 32), max(rows, key=lambda row: row["members"]))
     if "population" in first["ratios"]:
         ratio = first["ratios"]["population"]["steady"]["median"]
-        print(f"population P={first['members']}: {ratio:.2f}x separate processes (cpu)")
+        print(f"population P={first['members']}: {ratio:.2f}x separate processes ({device})")
 
 
-def _row(members: int, runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+def _row(members: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Medians per way and figure, and each way's ratios to separate processes: per round, then their median."""
     medians = {way: {f: statistics.median(run[f] for run in results) for f in FIGURES} for way, results in runs.items()}
     ratios = {}
@@ -215,7 +229,8 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Population vs separate processes: total env steps per second",
         "",
-        f"`{meta['command']}` ({meta['date']}, {meta['machine']}, {meta['cores']} cores, {meta['rounds']} rounds; "
+        f"`{meta['command']}` ({meta['date']}, {meta['machine']}, {meta['cores']} cores, {meta['rounds']} rounds"
+        + ("" if meta["device"] == "cpu" else f", trials on {meta['device']}") + "; "
         f"load average {meta['load_average_before'][0]:.1f} before, {meta['load_average_after'][0]:.1f} after)."
         + (f" {meta['note']}" if meta["note"] else ""),
         "",
