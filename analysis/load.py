@@ -198,7 +198,8 @@ def _unclamp(value: float) -> float:
 
 
 def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConfig | None = None) -> StudyResults:
-    """A study from its Ray Tune folder ``<storage>/<study>/``: one ``result.json`` per trial.
+    """A study from its Ray Tune folder ``<storage>/<study>/``: one ``result.json`` per Tune trial
+    (a population trial's holds its members' reports, each row naming its seed: a trial each).
 
     ``study.run`` keeps the validated study file in ``study.json`` there (the design and the
     factors), and each trial's ``params.json`` holds its plan (grid designs: the factor levels

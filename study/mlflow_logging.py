@@ -156,15 +156,18 @@ class MlflowStudyCallback(tune.Callback):
             self._finish(trial, seed, result[r.STOP_REASON], int(result[r.STOP_STEP]), result)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        # A population's members that had already ended are not retried: they keep no retry count.
         for seed in self._members(trial):
-            self.client.set_tag(self._trial_run(trial, seed), r.RETRIES, str(trial.num_failures))
+            run_id = self._trial_run(trial, seed)
+            if not self._ended(run_id):
+                self.client.set_tag(run_id, r.RETRIES, str(trial.num_failures))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         """The trial failed past its retries: each of its runs without an outcome is filed as
         ``error`` (a population's members that had stopped or completed keep theirs)."""
         for seed in self._members(trial):
             run = self.client.get_run(self._trial_run(trial, seed))
-            if r.STOP_REASON in run.data.tags:
+            if self._ended(run.info.run_id):
                 continue
             steps = int(run.data.metrics.get(m.ENV_STEPS, 0))  # the last step this seed reported
             self._finish(trial, seed, "error", steps, {**(trial.last_result or {}), m.ENV_STEPS: steps})
@@ -185,6 +188,10 @@ class MlflowStudyCallback(tune.Callback):
     def _known_runs(self, role: str) -> list[str]:
         query = f"tags.`{r.ROLE}` = '{role}' and tags.`{r.STUDY_RUN}` = '{self._study_run_id}'"
         return [run.info.run_id for run in self.client.search_runs([self._experiment_id], query, max_results=10_000)]
+
+    def _ended(self, run_id: str) -> bool:
+        """Whether a seed's run has its outcome: any but ``error``, which a resumed trial may replace."""
+        return self.client.get_run(run_id).data.tags.get(r.STOP_REASON) not in (None, "error")
 
     def _members(self, trial: Trial) -> dict[int, TrialPlan]:
         """The trial's plans by seed: one, or a population's members."""
@@ -248,6 +255,7 @@ class MlflowStudyCallback(tune.Callback):
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         config = plan.config.model_dump(mode="json")
         self.client.log_dict(run_id, config, r.CONFIG_FILE)
+        # Tune's time for the trial so far: for a population member, its population's (shared with the others).
         wall_time_s = round(float(result.get("time_total_s", 0.0) or 0.0), 3)
         document = {"arm": plan.arm, "seed": plan.seed, **summary.as_json(), "wall_time_s": wall_time_s, "config": config}
         self.client.log_dict(run_id, document, r.SUMMARY_FILE)

@@ -153,7 +153,7 @@ def _run(
                     continue
                 reporting = list(population.active)
                 rates = {i: windows[i].finish(population.members[i]) for i in reporting}
-                reports = {}
+                reports, froze = {}, False
                 for i in reporting:
                     run, agent = runs[i], population.members[i]
                     report, verdict = _member_report(run, agent, metrics.get(i, {}), rates[i], step, declared_range, eval_env)
@@ -162,11 +162,13 @@ def _run(
                     if verdict is not None and stop_on_guard:
                         run.state.stop_reason, run.state.stop_step = verdict, step
                         population.freeze(i)
+                        froze = True
                 elapsed, started = time.perf_counter() - started, time.perf_counter()
                 for i in reporting:
                     runs[i].state.wall_time_s += elapsed
                 checkpoint = None
-                if out_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps or not population.active):
+                # As a single trial checkpoints its guard stop: a retry then never replays a member's stop.
+                if out_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps or froze):
                     checkpoint = _save_checkpoint(out_dir / CHECKPOINT_DIR, population, runs, step, cfg.checkpoint_buffer)
                 if on_report is not None:
                     on_report(reports, checkpoint)

@@ -247,8 +247,8 @@ class ConsoleProgress(tune.Callback):
         seed = int(result[r.SEED])
         self._latest[member_id(trial.trial_id, trial.config, seed)] = (int(result[m.ENV_STEPS]), eval_return)
         reason = result.get(r.STOP_REASON)
-        if not reason:
-            return
+        if not reason or member_id(trial.trial_id, trial.config, seed) in self._ended:
+            return  # a retry replaying a population member's stop says it once
         text = f"{reason} at {int(result[r.STOP_STEP])} env steps, " + (
             f"eval return {eval_return:.1f}" if math.isfinite(eval_return) else "no evaluation yet"
         )
@@ -261,6 +261,14 @@ class ConsoleProgress(tune.Callback):
         for plan in self._plans(trial):
             if member_id(trial.trial_id, trial.config, plan.seed) not in self._ended:
                 self._line(trials, trial, plan.seed, f"error: {trial.error_file}")
+
+    def get_state(self) -> dict[str, Any]:
+        # Kept with Tune's experiment state: a resumed study's population members that ended before
+        # the driver stopped still count as ended (they report no more).
+        return {"ended": sorted(self._ended)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._ended = set(state["ended"])
 
     def _plans(self, trial: Any) -> list[TrialPlan]:
         if trial.trial_id not in self._members:

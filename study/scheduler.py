@@ -5,7 +5,9 @@ is running away: Q can leave the interval of possible returns long before the re
 ASHA lets a NaN metric pass its rungs. So every report first goes through the pure guard rule
 (``study.guard.verdict`` on the trial's own strike count); a trial whose actor-path Q stays
 outside the interval (or turns non-finite) for ``patience`` reports is stopped at once, whatever
-ASHA thinks.
+ASHA thinks. A population trial (``execution: population``, no ASHA) is never stopped for one
+member: the population freezes the member by the same rule, and the scheduler records the member's
+outcome under its id (``study.plan.member_id``).
 
 Tune keeps no reason for a stop, and a diverged trial must never be filed as merely pruned, so the
 scheduler records each decision (``q_explosion``, ``non_finite``, ``asha``, ``completed``) with its

@@ -5,7 +5,9 @@ The trial function is the same one ``python -m study.train`` runs; this wrapper 
 to Tune: every report (every key of ``study.metrics.REPORT_KEYS``, plus ``arm`` and ``seed``) goes
 to ``tune.report`` with the checkpoint written at that report, a retried or resumed trial starts
 from ``tune.get_checkpoint()``, and the guard's stop is left to the study's scheduler
-(``stop_on_guard=False``) so that one place decides, and records why.
+(``stop_on_guard=False``), which stops the trial and records why. A population cannot be stopped
+for one member: it freezes a runaway member itself, by the same rule (``study.guard``) applied to
+the same report, and the scheduler records that member's outcome from it.
 
 CARLA: a trial on env ``carla`` asks Ray for one ``carla`` resource (cluster.yaml's GPU nodes
 advertise their slots), then leases a server slot on its node from ``envs.carla.pool``: a port

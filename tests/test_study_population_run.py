@@ -29,16 +29,16 @@ STUDY: dict[str, Any] = {
     "factors": {"tau": [0.005, 0.01]},
     "seeds": [0, 3],
     "guard": {"tolerance": 0.001, "patience": 1},
-    "budget": {"steps": 1_500, "eval_every": 500, "eval_episodes": 1, "report_every": 100, "checkpoint_every": 500},
+    "budget": {"steps": 1_500, "eval_every": 500, "eval_episodes": 1, "report_every": 100, "checkpoint_every": 200},
 }
 
 
-def run_study(tmp_path: Path, name: str, **changes: Any) -> tuple[Path, str]:
+def run_study(tmp_path: Path, name: str, exit_code: int = 0, **changes: Any) -> tuple[Path, str]:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**STUDY, **changes}))
     storage = tmp_path / name
     code, out = run_cli("--space", str(path), "--storage", str(storage), timeout=600)
-    assert code == 0, out
+    assert code == exit_code, out
     return storage, out
 
 
@@ -57,8 +57,9 @@ def verdicts(out: str) -> list[str]:
 @pytest.mark.slow
 def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_file(tmp_path: Path) -> None:
     per_seed, per_seed_out = run_study(tmp_path, "per_seed")
-    # The population study also crashes once (at 1,100 steps), and Tune retries it from its checkpoint at 1,000.
-    population, out = run_study(tmp_path, "population", execution="population", fault_injection={"fail_at_step": 1_100})
+    # The population study also crashes once, at 400 steps, after seed 3 froze at 300 (a checkpoint of
+    # its own, as a single trial's guard stop has): Tune retries it from there, seed 3 stays frozen.
+    population, out = run_study(tmp_path, "population", execution="population", fault_injection={"fail_at_step": 400})
 
     expected = load_mlflow(default_tracking_uri(per_seed))
     got = load_mlflow(default_tracking_uri(population))
@@ -77,7 +78,9 @@ def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_fil
     assert [folder.name.split("_seeds")[0] for folder in folders] == ["baseline", "tau=0.01"]
     runs = trial_runs(population, "populations")
     assert sorted(run.data.tags["trial_id"][-3:] for run in runs) == ["-s0", "-s0", "-s3", "-s3"]
-    assert {(run.data.tags["retries"], run.info.status) for run in runs} == {("1", "FINISHED")}
+    # Retried: the members still learning at the crash; seed 3 had ended, as its single trial would have.
+    assert sorted((run.data.tags["seed"], run.data.tags.get("retries"), run.info.status) for run in runs) == [
+        ("0", "1", "FINISHED"), ("0", "1", "FINISHED"), ("3", None, "FINISHED"), ("3", None, "FINISHED")]
 
     # TensorBoard: each member's curve in its folder, the steps the retry reported again shown once.
     for folder in folders:
@@ -88,6 +91,21 @@ def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_fil
             steps[seed] = [event.step for event in events.Scalars("train/critic_loss")]
         assert steps == {0: list(range(200, 1_501, 100)), 3: [200, 300]}, steps
 
-    # The console counts and names members as trials.
-    assert re.search(r"\[\d/4\] baseline seed=3: q_explosion at 300 env steps", out), out
+    # The console counts and names members as trials, each outcome once.
+    assert len(re.findall(r"\[\d/4\] baseline seed=3: q_explosion at 300 env steps", out)) == 1, out
     assert re.search(r"\[\d/4\] tau=0\.01 seed=0: completed at 1500 env steps", out), out
+
+
+@pytest.mark.slow
+def test_a_population_that_fails_past_its_retries_keeps_the_outcomes_its_members_reached(tmp_path: Path) -> None:
+    storage, out = run_study(tmp_path, "failing", exit_code=1, execution="population", factors={"tau": [0.005]}, max_failures=0,
+                             fault_injection={"fail_at_step": 1_100})
+    # Seed 3 stopped at 300, before the crash: q_explosion, as its single trial; seed 0 was still
+    # learning: an error at its last report. MLflow and the Tune folder agree, and the study says so.
+    for results in (load_mlflow(default_tracking_uri(storage)), load_tune(storage, "populations")):
+        trials = results.trials.set_index("seed")
+        assert (trials.loc[3, "stop_reason"], trials.loc[3, "stop_step"]) == ("q_explosion", 300)
+        assert trials.loc[0, "stop_reason"] == "error"
+    (seed0,) = [run for run in trial_runs(storage, "populations") if run.data.tags["seed"] == "0"]
+    assert (seed0.data.tags["stop_step"], seed0.info.status) == ("1000", "FAILED")
+    assert re.search(r"│ baseline │ +0 │ +1000 │.*│ error", out) and re.search(r"│ +3 │ +300 │.*│ q_explosion @ 300", out), out

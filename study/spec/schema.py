@@ -132,10 +132,10 @@ class Regime(BaseModel):
 
 def population_problems(spec: StudySpec) -> list[str]:
     """Why a study cannot run an arm's seeds as one population trial, if it cannot."""
+    if spec.design == "optuna":  # (whose ASHA is on by default: the one fix is the design)
+        return ["execution 'population' needs a grid design (factorial or one_at_a_time): "
+                "Optuna proposes one configuration per trial"]
     problems = []
-    if spec.design == "optuna":
-        problems.append("execution 'population' needs a grid design (factorial or one_at_a_time): "
-                        "Optuna proposes one configuration per trial")
     if spec.scheduler.asha:
         problems.append("execution 'population' needs scheduler.asha false: ASHA prunes whole trials, "
                         "and a population trial holds several seeds")
