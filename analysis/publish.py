@@ -53,6 +53,7 @@ from study import results as r
 # arm/<name> -> the ablation_table column it holds (counts and rates of explosions by the horizon,
 # the return at the step common to every arm of its regime, so that a column compares the arms:
 # 95% intervals, Wilson for the rate, Student-t for the mean).
+ARM_DIGITS = 4  # significant digits of the arm/* figures on the arm runs (see arm_metrics)
 ARM_FIGURES: dict[str, str] = {
     "seeds": "n_seeds",
     "exploded": "exploded",
@@ -92,8 +93,10 @@ RUN_NAME_EXTRA_PX = 56  # beside a run's name: its colour dot, a parent's expand
 
 def arm_metrics(row: Mapping[str, float]) -> dict[str, float]:
     """An ``ablation_table`` row as the arm run's ``arm/*`` metrics (NaN kept: no interval with one
-    seed, no median step where nothing exploded)."""
-    return {r.ARM_PREFIX + name: float(row[column]) for name, column in ARM_FIGURES.items()}
+    seed, no median step where nothing exploded), to ``ARM_DIGITS`` significant digits: MLflow's
+    runs table writes a value out in full (0.5614970317550455), which widens every column past the
+    screen; the report's CSVs keep every digit."""
+    return {r.ARM_PREFIX + name: float(f"{float(row[column]):.{ARM_DIGITS}g}") for name, column in ARM_FIGURES.items()}
 
 
 def seed_mean_curves(curves: pd.DataFrame) -> pd.DataFrame:

@@ -84,13 +84,14 @@ def main() -> None:
     parser.add_argument("--order", nargs=2, choices=WAYS, default=list(WAYS))
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "study_population")
+    parser.add_argument("--keep", type=Path, default=None, help="keep both ways' results in this folder (default: removed)")
     args = parser.parse_args()
     space = Path(args.space) if Path(args.space).is_file() else SEARCH_SPACES / f"{args.space}.yaml"
 
     with tempfile.TemporaryDirectory(prefix="bench-study-population-") as scratch:
         runs, tables = {}, {}
         for way in args.order:
-            storage = Path(scratch) / way / "results"
+            storage = (args.keep or Path(scratch)) / way / "results"
             storage.mkdir(parents=True)
             runs[way] = run_way(space, storage, way, args.smoke)
             tables[way] = by_seed(load_study(storage, runs[way]["study"]))

@@ -68,8 +68,9 @@ def test_the_study_ends_with_its_report_and_arm_aggregates_in_mlflow(storage: Pa
         run = client.get_run(run_id)
         assert r.PARENT not in run.data.tags and run.data.tags[r.STUDY_RUN] == runs.study_run_id  # top level
         assert run.data.metrics["arm/seeds"] == 2
-        assert run.data.metrics["arm/explosion_rate"] == pytest.approx(table.loc[arm, "explosion_rate"])
-        assert run.data.metrics["arm/return_mean"] == pytest.approx(table.loc[arm, "shared_return_mean"])
+        # To 4 significant digits, as the runs table shows them (analysis.publish.arm_metrics).
+        assert run.data.metrics["arm/explosion_rate"] == pytest.approx(table.loc[arm, "explosion_rate"], rel=5e-4)
+        assert run.data.metrics["arm/return_mean"] == pytest.approx(table.loc[arm, "shared_return_mean"], rel=5e-4)
         curves = results.curves[results.curves["arm"] == arm]
         measured = sorted(int(step) for step in curves.loc[curves[m.ACTOR_Q_MAX].notna(), m.ENV_STEPS].unique())
         assert sorted(p.step for p in client.get_metric_history(run_id, f"seed_mean/{m.ACTOR_Q_MAX}")) == measured
