@@ -20,7 +20,10 @@ from study.spec import StudySpec
 def search(spec: StudySpec) -> tuple[dict[str, Any], Searcher | None, int]:
     """Tune's param space, search algorithm and sample count for the study's design."""
     if spec.execution == "population":
-        members = [[plan.model_dump(mode="json") for plan in population] for population in populations(spec)]
+        # Largest populations first: Tune starts trials in this order, and with few, unequal trials
+        # per core a large one started last would run on alone while the other cores sit idle.
+        largest_first = sorted(populations(spec), key=len, reverse=True)
+        members = [[plan.model_dump(mode="json") for plan in population] for population in largest_first]
         return {POPULATION: tune.grid_search(members)}, None, 1
     if spec.design != "optuna":
         return {PLAN: tune.grid_search([plan.model_dump(mode="json") for plan in expand(spec)])}, None, 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from study.plan import PLAN, TrialPlan, expand
+from study.plan import PLAN, POPULATION, TrialPlan, expand
 from study.search import search
 from study.spec import load_spec
 
@@ -24,3 +24,16 @@ def test_each_optuna_proposal_reaches_tune_as_a_plan_per_seed() -> None:
     assert len({plan.arm for plan in plans}) == 1 and plans[0].overrides  # one proposal, every seed
     for name, value in plans[0].overrides.items():
         assert getattr(plans[0].config.agent, name) == value
+
+
+def test_populations_reach_tune_largest_first_each_with_its_arms_plans() -> None:
+    """Tune starts trials in param-space order: the 5-seed populations before the 3-seed ones, so
+    that no large one is left to run alone at the end."""
+    spec = load_spec("default").model_copy(update={"execution": "population"})
+    space, searcher, samples = search(spec)
+    groups = [[TrialPlan.model_validate(plan) for plan in members] for members in space[POPULATION]["grid_search"]]
+    assert searcher is None and samples == 1
+    sizes = [len(group) for group in groups]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+    assert sorted((plan.arm, plan.seed) for group in groups for plan in group) == sorted((p.arm, p.seed) for p in expand(spec))
+    assert all(len({plan.arm for plan in group}) == 1 for group in groups)
