@@ -93,10 +93,18 @@ RUN_NAME_EXTRA_PX = 56  # beside a run's name: its colour dot, a parent's expand
 
 def arm_metrics(row: Mapping[str, float]) -> dict[str, float]:
     """An ``ablation_table`` row as the arm run's ``arm/*`` metrics (NaN kept: no interval with one
-    seed, no median step where nothing exploded), to ``ARM_DIGITS`` significant digits: MLflow's
+    seed, no median step where nothing exploded), to ``ARM_DIGITS`` significant digits (``shown_figure``): MLflow's
     runs table writes a value out in full (0.5614970317550455), which widens every column past the
     screen; the report's CSVs keep every digit."""
-    return {r.ARM_PREFIX + name: float(f"{float(row[column]):.{ARM_DIGITS}g}") for name, column in ARM_FIGURES.items()}
+    return {r.ARM_PREFIX + name: shown_figure(float(row[column])) for name, column in ARM_FIGURES.items()}
+
+
+def shown_figure(value: float) -> float:
+    """``value`` to ``ARM_DIGITS`` significant digits, its integer part whole (a step count, 123,456,
+    stays exact); 0, NaN and infinities as they are."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    return round(value, max(0, ARM_DIGITS - 1 - math.floor(math.log10(abs(value)))))
 
 
 def seed_mean_curves(curves: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import load, publish, report, tables
+from analysis.publish import shown_figure
 from study import metrics as m
 from study import results as r
 from tests.support.analysis_store import TRIALS, write_mlflow_study, write_tune_study
@@ -64,7 +65,7 @@ def test_arm_runs_carry_the_ablation_figures_at_step_zero(published) -> None:
                              ("exploded", "exploded"), ("observed", "observed")]:  # fmt: skip
             # To 4 significant digits: MLflow's runs table writes a figure out in full.
             assert metrics[f"arm/{name}"] == pytest.approx(row[column], rel=5e-4, nan_ok=True), (arm, name)
-            assert math.isnan(metrics[f"arm/{name}"]) or float(f"{metrics[f'arm/{name}']:.4g}") == metrics[f"arm/{name}"]
+            assert math.isnan(metrics[f"arm/{name}"]) or shown_figure(metrics[f"arm/{name}"]) == metrics[f"arm/{name}"]
         assert set(history(client, run_id, "arm/explosion_rate")) == {0}
     # The figures a person reads: both seeds of tau=1.0 ran away, the baseline's did not; one seed, no interval.
     by_arm = {arm: client.get_run(run_id).data.metrics for arm, run_id in results.mlflow.arm_runs.items()}
@@ -206,3 +207,9 @@ def test_publishing_lifts_arm_runs_an_earlier_version_nested(tmp_path: Path) -> 
     report.write_report(results, tmp_path / "report")
     publish.publish(results, tmp_path / "report")
     assert not [run_id for run_id in results.mlflow.arm_runs.values() if r.PARENT in client.get_run(run_id).data.tags]
+
+
+def test_a_shown_figure_keeps_four_significant_digits_and_every_integer_digit() -> None:
+    assert [shown_figure(v) for v in (0.5614970317550455, -1585.31, 317.9483, 123_456.0, 12_345.6, 7_000.0)] == [
+        0.5615, -1585.0, 317.9, 123_456.0, 12_346.0, 7_000.0]
+    assert shown_figure(0.0) == 0.0 and math.isnan(shown_figure(math.nan)) and shown_figure(-math.inf) == -math.inf
