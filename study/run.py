@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -46,6 +47,7 @@ from study.plan import BASELINE, POPULATION, TrialPlan, expand, member_id, membe
 from study.scheduler import QGuardScheduler, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
+from study.tune_logs import PersistResultFiles
 from study.tensorboard_logging import TensorBoardCallback
 from study.trainable import make_trainable
 
@@ -181,6 +183,7 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
                 TensorBoardCallback(),
                 CSVLoggerCallback(),
                 JsonLoggerCallback(),
+                PersistResultFiles(),
                 ConsoleProgress(spec),
             ],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -308,27 +311,25 @@ class TrialOutcome:
 
 def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
     """One outcome per trial (per member of a population trial) from Tune's ResultGrid: the results
-    contract's summary of its history."""
+    contract's summary of its reported rows (``result.json``, kept whole across retries by
+    ``study.tune_logs``)."""
     outcomes = []
     for result in results:
         history = result.metrics_dataframe
         for plan in members_of(spec, result.config):
-            rows = history
-            if history is not None and POPULATION in result.config and r.SEED in history:
-                rows = history[history[r.SEED] == plan.seed]
-            has_rows = rows is not None and m.ENV_STEPS in rows and len(rows) > 0
-            last = rows.iloc[-1].to_dict() if has_rows and POPULATION in result.config else (result.metrics or {})
-            series: dict[str, list[float]] = {}
-            if has_rows:
-                # A restored trial reports again from its checkpoint's step: the later row wins.
-                rows = rows.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
-                series = {key: rows[key].astype(float).tolist() for key in r.CURVE_KEYS if key in rows}
+            rows = history if history is not None and m.ENV_STEPS in history else pd.DataFrame(columns=[m.ENV_STEPS, r.SEED])
+            if POPULATION in result.config:
+                rows = rows[rows[r.SEED] == plan.seed]
+            # A restored trial reports again from its checkpoint's step: the later row wins.
+            rows = rows.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
+            last = rows.iloc[-1].to_dict() if len(rows) else {}
             reason = last.get(r.STOP_REASON)
             reason = reason if isinstance(reason, str) else ""
             # A trial that failed past its retries is an error; a population's members that had
             # stopped or completed before keep their outcomes.
-            if result.error and (not reason or POPULATION not in result.config):
+            if result.error and not reason:
                 reason = "error"
+            series = {key: rows[key].astype(float).tolist() for key in r.CURVE_KEYS if key in rows}
             summary = r.summarize(series, env_steps=int(last.get(m.ENV_STEPS, 0) or 0), stop_reason=reason,
                                   stop_step=last.get(r.STOP_STEP))
             outcomes.append(TrialOutcome(arm=plan.arm, seed=plan.seed, summary=summary))

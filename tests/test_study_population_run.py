@@ -55,9 +55,6 @@ def verdicts(out: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known bug, found 2026-12-07 after CI passed once: in 3 of 5 runs the population "
-                   "study exited 1 with '1 trial(s) did not finish' after its retry; study.run.collect_outcomes reads a "
-                   "member's outcome from Tune's metrics_dataframe (file-backed), not the in-memory result")
 def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_file(tmp_path: Path) -> None:
     per_seed, per_seed_out = run_study(tmp_path, "per_seed")
     # The population study also crashes once, at 400 steps, after seed 3 froze at 300 (a checkpoint of
