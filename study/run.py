@@ -47,9 +47,9 @@ from study.plan import BASELINE, POPULATION, TrialPlan, expand, member_id, membe
 from study.scheduler import QGuardScheduler, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
-from study.tune_logs import PersistResultFiles
 from study.tensorboard_logging import TensorBoardCallback
 from study.trainable import make_trainable
+from study.tune_logs import PersistResultFiles
 
 PROGRESS_SECONDS = 30.0  # how often the console says where the running trials are
 
@@ -320,15 +320,17 @@ def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
             rows = history if history is not None and m.ENV_STEPS in history else pd.DataFrame(columns=[m.ENV_STEPS, r.SEED])
             if POPULATION in result.config:
                 rows = rows[rows[r.SEED] == plan.seed]
-            # A restored trial reports again from its checkpoint's step: the later row wins.
-            rows = rows.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
+            # The row written last says how the trial ended, even where a retry stopped it at a step
+            # before one its first attempt had reached.
             last = rows.iloc[-1].to_dict() if len(rows) else {}
             reason = last.get(r.STOP_REASON)
             reason = reason if isinstance(reason, str) else ""
-            # A trial that failed past its retries is an error; a population's members that had
-            # stopped or completed before keep their outcomes.
+            # A trial that failed past its retries is an error, unless it had ended before (a
+            # population's member that stopped or completed, a trial whose last row says it ended).
             if result.error and not reason:
                 reason = "error"
+            # A restored trial reports again from its checkpoint's step: the later row wins.
+            rows = rows.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
             series = {key: rows[key].astype(float).tolist() for key in r.CURVE_KEYS if key in rows}
             summary = r.summarize(series, env_steps=int(last.get(m.ENV_STEPS, 0) or 0), stop_reason=reason,
                                   stop_step=last.get(r.STOP_STEP))

@@ -13,16 +13,20 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pandas as pd
 import psutil
 import pytest
 import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from study.run import folder_name, main, print_verdicts, publish_report, read_back, read_state
-from study.plan import expand
+from study import metrics as m
+from study import results as r
+from study.run import collect_outcomes, folder_name, main, print_verdicts, publish_report, read_back, read_state
+from study.plan import PLAN, POPULATION, expand, populations
 from study.results import STATE_FILE, TUNE_PARAMS_FILE
 from study.spec import SpecError, load_spec
 from tests.support.analysis_store import STUDY, write_mlflow_study
@@ -137,6 +141,53 @@ def test_a_report_that_cannot_be_written_never_fails_a_study(tmp_path: Path, cap
     assert publish_report(spec, results, tmp_path) is None
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Report: could not write it: "), lines
+
+
+def rows(seed: int, *steps: tuple[int, float, str]) -> list[dict[str, Any]]:
+    """Tune result rows of one seed: (env steps, eval return, stop reason or "")."""
+    return [{m.ENV_STEPS: step, r.SEED: seed, m.EVAL_RETURN: ret, r.STOP_REASON: reason,
+             r.STOP_STEP: step if reason else None} for step, ret, reason in steps]  # fmt: skip
+
+
+def tune_result(config: dict[str, Any], reported: list[dict[str, Any]], error: Exception | None = None) -> Any:
+    """What ``collect_outcomes`` reads of a ``ray.tune.Result``: its rows, config and error."""
+    return SimpleNamespace(metrics_dataframe=pd.DataFrame(reported), config=config, error=error)
+
+
+def test_a_trials_outcome_is_the_row_it_wrote_last_and_its_curve_the_later_report_of_each_step(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path))
+    plan = expand(spec)[0]
+    # A first attempt reached 400; its retry, from the checkpoint at 200, stopped at 300.
+    reported = rows(0, (100, -900.0, ""), (200, -800.0, ""), (300, -700.0, ""), (400, -600.0, ""),
+                    (300, -650.0, "q_explosion"))  # fmt: skip
+    (outcome,) = collect_outcomes(spec, [tune_result({PLAN: plan.model_dump(mode="json")}, reported)])
+    figures = outcome.summary
+    assert (figures.stop_reason, figures.stop_step, figures.env_steps) == ("q_explosion", 300, 300)
+    assert figures.best_return == -600.0  # the step-400 row stays in the curve, as in analysis.load
+    assert (outcome.arm, outcome.seed) == (plan.arm, plan.seed)
+
+
+def test_a_trial_that_failed_past_its_retries_is_an_error_unless_its_last_row_says_it_ended(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path))
+    first, second = expand(spec)[:2]
+    crashed = tune_result({PLAN: first.model_dump(mode="json")}, rows(0, (100, -900.0, "")), RuntimeError("crash"))
+    ended = tune_result({PLAN: second.model_dump(mode="json")}, rows(0, (3000, -200.0, "completed")), RuntimeError("in cleanup"))
+    never_reported = tune_result({PLAN: first.model_dump(mode="json")}, [], RuntimeError("at start"))
+    outcomes = collect_outcomes(spec, [crashed, ended, never_reported])
+    reasons = sorted((o.arm, o.summary.stop_reason, o.summary.env_steps) for o in outcomes)
+    assert reasons == sorted([(first.arm, "error", 100), (second.arm, "completed", 3000), (first.arm, "error", 0)])
+
+
+def test_a_populations_members_are_split_by_seed_and_keep_the_outcomes_they_had(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 3], execution="population"))
+    members = populations(spec)[0]
+    reported = [*rows(0, (100, -900.0, "")), *rows(3, (100, -950.0, "")), *rows(0, (200, -800.0, "")),
+                *rows(3, (200, -850.0, "q_explosion")), *rows(0, (300, -700.0, ""))]  # fmt: skip
+    config = {POPULATION: [plan.model_dump(mode="json") for plan in members]}
+    outcomes = collect_outcomes(spec, [tune_result(config, reported, RuntimeError("past its retries"))])
+    by_seed = {o.seed: o.summary for o in outcomes}
+    assert (by_seed[3].stop_reason, by_seed[3].stop_step, by_seed[3].final_return) == ("q_explosion", 200, -850.0)
+    assert (by_seed[0].stop_reason, by_seed[0].env_steps, by_seed[0].final_return) == ("error", 300, -700.0)
 
 
 @pytest.mark.slow
