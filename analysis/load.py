@@ -224,11 +224,11 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
         for seed, rows in members if POPULATION in params else [(None, all_rows)]:
             if not rows:
                 continue  # started, never reported
-            last = rows[-1]
+            reported = r.reported_history(rows, errored=errored)
+            last = reported.last
             trial_id = str(last["trial_id"]) if seed is None else member_id(str(last["trial_id"]), params, seed)
             identity = {"trial_id": trial_id, "arm": str(last[r.ARM]), "seed": int(last[r.SEED])}
-            # A restored trial reports again from its checkpoint's step: the later row wins.
-            frame = pd.DataFrame(rows).drop_duplicates(m.ENV_STEPS, keep="last").set_index(m.ENV_STEPS)
+            frame = pd.DataFrame(reported.steps).set_index(m.ENV_STEPS)
             curve = _curve_frame({key: frame[key].astype(float) for key in CURVE_COLUMNS if key in frame}).assign(**identity)
             if POPULATION in params:
                 values = next(TrialPlan.model_validate(p) for p in params[POPULATION] if p["seed"] == seed).levels
@@ -237,10 +237,7 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
             else:
                 values = {**spec["agent"], **params["set"]}
             levels = {factor: format_value(values[factor], exact=True) for factor in factors}
-            # Rows before the last carry an empty reason; a trial whose last row has none never
-            # finished: it crashed (Tune wrote its error file) or its driver was stopped.
-            reason = last.get(r.STOP_REASON) or ("error" if errored else None)
-            outcome = {"stop_reason": reason, "stop_step": _number(last.get(r.STOP_STEP))}
+            outcome = {"stop_reason": reported.stop_reason, "stop_step": _number(last.get(r.STOP_STEP))}
             records.append(_trial_record(identity, levels, outcome, None, curve, guard))
             curves.append(curve)
     reference = tuple(Reference.model_validate(item) for item in spec.get("reference", []))

@@ -157,6 +157,43 @@ def summarize(
     )
 
 
+@dataclass(frozen=True)
+class ReportedHistory:
+    """A trial's reported rows (Tune's ``result.json``), read the way every reader reads them."""
+
+    last: Mapping[str, Any]  # the row written last ({} where the trial never reported)
+    stop_reason: str | None  # completed | asha | q_explosion | non_finite | error; None: unfinished
+    steps: list[Mapping[str, Any]]  # one row per env step, in step order
+
+    def series(self, keys: Iterable[str]) -> dict[str, list[float]]:
+        """``key -> values in step order`` for each key some row reported (NaN where a row has none)."""
+        return {key: [_as_float(row.get(key)) for row in self.steps] for key in keys if any(key in row for row in self.steps)}
+
+
+def reported_history(rows: Sequence[Mapping[str, Any]], *, errored: bool) -> ReportedHistory:
+    """How a trial ended and its curve, from its rows in the order they were written.
+
+    The row written last says how the trial ended (rows before it carry an empty reason), even
+    where a retry stopped it at a step before one its first attempt had reached. A trial that
+    failed past its retries (``errored``) is an error unless that row says it had ended: a
+    population's member that stopped or completed before another failed the trial. A restored
+    trial reports again from its checkpoint's step: the later row of a step is the one kept.
+    (``study.run``'s table reads Tune's ResultGrid and ``analysis.load`` the Tune folder; both
+    call this, so they agree on every trial.)
+    """
+    last = rows[-1] if rows else {}
+    reason = last.get(STOP_REASON)
+    reason = reason if isinstance(reason, str) and reason else None
+    if errored and reason is None:
+        reason = "error"
+    by_step = {row[m.ENV_STEPS]: row for row in rows}  # later rows overwrite earlier ones
+    return ReportedHistory(last=last, stop_reason=reason, steps=[by_step[step] for step in sorted(by_step)])
+
+
+def _as_float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
 def summary_from_metrics(metrics: Mapping[str, float], *, stop_reason: str | None, stop_step: Any) -> TrialSummary | None:
     """A summary read back from an MLflow run's ``summary/*`` metrics; None if it has none."""
     if SUMMARY_PREFIX + "env_steps" not in metrics:

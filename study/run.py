@@ -316,24 +316,12 @@ def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
     outcomes = []
     for result in results:
         history = result.metrics_dataframe
+        rows = history.to_dict("records") if history is not None and m.ENV_STEPS in history else []
         for plan in members_of(spec, result.config):
-            rows = history if history is not None and m.ENV_STEPS in history else pd.DataFrame(columns=[m.ENV_STEPS, r.SEED])
-            if POPULATION in result.config:
-                rows = rows[rows[r.SEED] == plan.seed]
-            # The row written last says how the trial ended, even where a retry stopped it at a step
-            # before one its first attempt had reached.
-            last = rows.iloc[-1].to_dict() if len(rows) else {}
-            reason = last.get(r.STOP_REASON)
-            reason = reason if isinstance(reason, str) else ""
-            # A trial that failed past its retries is an error, unless it had ended before (a
-            # population's member that stopped or completed, a trial whose last row says it ended).
-            if result.error and not reason:
-                reason = "error"
-            # A restored trial reports again from its checkpoint's step: the later row wins.
-            rows = rows.drop_duplicates(m.ENV_STEPS, keep="last").sort_values(m.ENV_STEPS)
-            series = {key: rows[key].astype(float).tolist() for key in r.CURVE_KEYS if key in rows}
-            summary = r.summarize(series, env_steps=int(last.get(m.ENV_STEPS, 0) or 0), stop_reason=reason,
-                                  stop_step=last.get(r.STOP_STEP))
+            member_rows = [row for row in rows if row[r.SEED] == plan.seed] if POPULATION in result.config else rows
+            reported = r.reported_history(member_rows, errored=result.error is not None)
+            summary = r.summarize(reported.series(r.CURVE_KEYS), env_steps=int(reported.last.get(m.ENV_STEPS, 0) or 0),
+                                  stop_reason=reported.stop_reason, stop_step=reported.last.get(r.STOP_STEP))
             outcomes.append(TrialOutcome(arm=plan.arm, seed=plan.seed, summary=summary))
     order = {plan.arm: i for i, plan in enumerate(expand(spec))} if spec.design != "optuna" else {}
     return sorted(outcomes, key=lambda o: (order.get(o.arm, len(order)), o.arm, o.seed))

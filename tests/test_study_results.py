@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from study import metrics as m
+from study import results as r
 from study.results import TrialSummary, decode_param, encode_param, summarize, summary_from_metrics
 
 
@@ -42,3 +43,28 @@ def test_parameters_read_back_as_the_values_they_were() -> None:
 
 def test_parameters_from_a_store_written_with_str_read_back_as_values() -> None:
     assert [decode_param(text) for text in ("None", "True", "False", "0.01")] == [None, True, False, 0.01]
+
+
+def test_a_reported_history_ends_as_its_last_written_row_says_and_keeps_the_later_report_of_each_step() -> None:
+    # A first attempt reached 400; its retry, from the checkpoint at 200, stopped at 300.
+    rows = [{m.ENV_STEPS: step, m.EVAL_RETURN: ret, r.STOP_REASON: reason}
+            for step, ret, reason in [(100, -9.0, ""), (200, -8.0, ""), (300, -7.0, ""), (400, -6.0, ""), (300, -6.5, "q_explosion")]]  # fmt: skip
+    reported = r.reported_history(rows, errored=False)
+    assert (reported.stop_reason, reported.last[m.ENV_STEPS]) == ("q_explosion", 300)
+    assert [row[m.ENV_STEPS] for row in reported.steps] == [100, 200, 300, 400]
+    assert reported.series([m.EVAL_RETURN, m.ACTOR_Q_MAX]) == {m.EVAL_RETURN: [-9.0, -8.0, -6.5, -6.0]}
+
+
+def test_a_trial_that_errored_is_an_error_unless_its_last_row_says_it_ended() -> None:
+    running, ended = {m.ENV_STEPS: 100, r.STOP_REASON: ""}, {m.ENV_STEPS: 200, r.STOP_REASON: "completed"}
+    assert r.reported_history([running], errored=True).stop_reason == "error"
+    assert r.reported_history([running, ended], errored=True).stop_reason == "completed"
+    assert r.reported_history([], errored=True).stop_reason == "error"
+    assert r.reported_history([running], errored=False).stop_reason is None  # unfinished
+    assert r.reported_history([], errored=False).last == {}
+
+
+def test_a_reported_series_is_nan_where_a_row_lacks_the_key() -> None:
+    rows = [{m.ENV_STEPS: 100}, {m.ENV_STEPS: 200, m.EVAL_RETURN: 5.0}, {m.ENV_STEPS: 300, m.EVAL_RETURN: None}]
+    (values,) = r.reported_history(rows, errored=False).series([m.EVAL_RETURN]).values()
+    assert math.isnan(values[0]) and values[1] == 5.0 and math.isnan(values[2])
