@@ -173,6 +173,11 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
             num_samples=num_samples,
             max_concurrent_trials=spec.max_concurrent_trials,
             trial_dirname_creator=TrialFolders(spec),
+            # A finished trial's process runs the next one (Tune resets its working directory and
+            # session): each new process costs seconds of imports (torch, and torch._dynamo at the
+            # first optimizer). Nothing a trial computes is global: its seeds, RNG streams and torch
+            # settings are its own (study.trial), so results are the same.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=spec.name,

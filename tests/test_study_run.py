@@ -210,9 +210,12 @@ def test_smoke_default_study_end_to_end(tmp_path: Path) -> None:
     for arm in [arm for arm in outcomes if arm.startswith("td3_defaults/")]:
         assert outcomes[arm] == {"completed"}, f"healthy arm {arm} stopped as {outcomes[arm]}"
     # Tune's own files carry the outcome in each trial's last row, and arm and seed in every row.
-    for rows in result_rows(storage / "default").values():
+    trials = result_rows(storage / "default").values()
+    for rows in trials:
         assert all("arm" in row and "seed" in row for row in rows)
         assert rows[-1]["stop_reason"] in ("completed", "asha", "q_explosion")
+    # Two at a time, the later trials ran in the processes of the earlier ones (reuse_actors).
+    assert len({rows[0]["pid"] for rows in trials}) < len(trials), [rows[0]["pid"] for rows in trials]
     # TensorBoard: every trial's curves under the DESIGN.md names, against env steps.
     curves = tensorboard_curves(storage / "default", "debug/actor_q_max")
     assert len(curves) == len(runs) and all(steps and steps == sorted(steps) for steps in curves.values()), curves
