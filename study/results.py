@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -186,12 +187,17 @@ def reported_history(rows: Sequence[Mapping[str, Any]], *, errored: bool) -> Rep
     reason = reason if isinstance(reason, str) and reason else None
     if errored and reason is None:
         reason = "error"
-    by_step = {row[m.ENV_STEPS]: row for row in rows}  # later rows overwrite earlier ones
+    # Later rows overwrite earlier ones; a row without a step (none is reported so) is no point of the curve.
+    by_step = {row[m.ENV_STEPS]: row for row in rows if _is_number(row.get(m.ENV_STEPS))}
     return ReportedHistory(last=last, stop_reason=reason, steps=[by_step[step] for step in sorted(by_step)])
 
 
 def _as_float(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def summary_from_metrics(metrics: Mapping[str, float], *, stop_reason: str | None, stop_step: Any) -> TrialSummary | None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -38,6 +37,7 @@ from analysis.load import StudyResults, load_study
 from analysis.publish import how_to_open, one_line, publish_or_say
 from analysis.report import REPORT_DIR, write_report
 from analysis.verdicts import verdict_line
+from envs import needs_server
 from analysis.tables import arm_comparisons, missing_baselines, no_baseline_ran
 from study import metrics as m
 from study import results as r
@@ -176,8 +176,10 @@ def run_study(spec: StudySpec, storage: Path, tracking_uri: str, state: dict[str
             # A finished trial's process runs the next one (Tune resets its working directory and
             # session): each new process costs seconds of imports (torch, and torch._dynamo at the
             # first optimizer). Nothing a trial computes is global: its seeds, RNG streams and torch
-            # settings are its own (study.trial), so results are the same.
-            reuse_actors=True,
+            # settings are its own (study.trial), so results are the same. Not for CARLA: a trial
+            # the scheduler stopped releases its server slot only when its process is reused or
+            # ends, and stopping a server can take longer than Tune waits at a reuse (trainable.py).
+            reuse_actors=not needs_server(spec.env),
         ),
         run_config=tune.RunConfig(
             name=spec.name,

@@ -24,6 +24,7 @@ file each member as the single trial of its seed would be (``study.plan.member_i
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -39,6 +40,9 @@ from study.plan import POPULATION, members_of
 from study.population import run_population
 from study.spec import StudySpec
 from study.trial import run_trial
+
+# How long a reused process waits for its previous trial to wind down (TUNE_FUNCTION_THREAD_TIMEOUT_S).
+WIND_DOWN_S = 30
 
 
 class InjectedFault(RuntimeError):
@@ -59,6 +63,11 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
     def td3_trial(config: dict[str, Any]) -> None:
         # Ray logs every persisted checkpoint at INFO, from every trial: keep warnings only.
         logging.getLogger("ray.train").setLevel(logging.WARNING)
+        # study.run has Tune reuse this process for the next trial (reuse_actors). A trial the
+        # scheduler stopped (the guard, ASHA) is left waiting in tune.report and winds down (closes
+        # its env) only then; Tune waits this many seconds for that (2 by default), then fails the
+        # next trial with no retry. Read by Tune in this process at each reuse.
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(WIND_DOWN_S))
         sys.unraisablehook = exit_in_finalizer_is_no_error
         plans = members_of(spec, config)
         checkpoint = tune.get_checkpoint()
@@ -84,6 +93,8 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
                 # Tune runs each trial in its own working directory, which is not synced to storage:
                 # the scratch checkpoint goes there (Tune copies each reported one to storage), and
                 # the study's driver writes the TensorBoard events into the trial's storage folder.
+                # Taken here, once: a stopped trial winds down after Tune has moved this process
+                # into the next trial's directory, so nothing below may use a relative path.
                 if POPULATION in config:
                     # A member's guard stop freezes it here (Tune can only stop the whole trial); the
                     # scheduler records the outcome by the same rule from its report.
@@ -108,9 +119,9 @@ def exit_in_finalizer_is_no_error(unraisable: Any) -> None:
     """``sys.unraisablehook`` of a trial's process: a ``SystemExit`` raised inside a finalizer ends
     silently; anything else is printed as Python prints it.
 
-    Tune ends every trial by removing its placement group, and the raylet then sends the trial's
-    worker process SIGTERM, which Ray's handler turns into ``SystemExit`` in the main thread,
-    wherever that thread is. When it is running a finalizer (a weakref callback or ``__del__`` the
+    Tune ends a trial's process (at the study's end; after each trial where it does not reuse
+    processes) by removing its placement group, and the raylet then sends the worker process
+    SIGTERM, which Ray's handler turns into ``SystemExit`` in the main thread, wherever that thread is. When it is running a finalizer (a weakref callback or ``__del__`` the
     garbage collector called), Python cannot raise there and prints "Exception ignored in ...
     SystemExit: 1" with a traceback, which Ray forwards to the study's console: a traceback at the
     end of a trial in which nothing went wrong, the process ending as it was told to.

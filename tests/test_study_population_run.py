@@ -5,6 +5,7 @@ verdicts) the same as when each seed is a trial of its own. Real Ray, real MLflo
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from analysis.load import StudyResults, load_mlflow, load_tune
 from study.results import default_tracking_uri
-from tests.support.study_cli import run_cli, trial_runs
+from tests.support.study_cli import run_cli, trial_processes, trial_runs
 
 # Tiny Pendulum networks; tolerance 1e-3 and patience 1 stop seed 3 at its first actor step (300),
 # measured in tests/test_study_population.py, while seed 0 completes: a population with a frozen
@@ -72,6 +73,8 @@ def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_fil
     for table, want in zip(by_seed(load_tune(population, "populations")), by_seed(expected), strict=True):
         pd.testing.assert_frame_equal(table, want)
     assert verdicts(out) == verdicts(per_seed_out) and verdicts(out)
+    # Per seed, processes were reused after trials the guard stopped (seed 3's, at 300) too.
+    assert trial_processes(per_seed / "populations") <= min(len(os.sched_getaffinity(0)), 4)
 
     # Two Tune trials, one per arm; four seed runs in MLflow, each under its member id, each retried once.
     folders = sorted(p.parent for p in (population / "populations").glob("*/params.json"))

@@ -68,3 +68,13 @@ def test_a_reported_series_is_nan_where_a_row_lacks_the_key() -> None:
     rows = [{m.ENV_STEPS: 100}, {m.ENV_STEPS: 200, m.EVAL_RETURN: 5.0}, {m.ENV_STEPS: 300, m.EVAL_RETURN: None}]
     (values,) = r.reported_history(rows, errored=False).series([m.EVAL_RETURN]).values()
     assert math.isnan(values[0]) and values[1] == 5.0 and math.isnan(values[2])
+
+
+def test_a_reported_history_read_from_a_dataframe_treats_nan_reasons_as_none_and_equal_steps_as_one() -> None:
+    # pandas fills a missing reason with NaN and may read a step as 100.0 where another row says 100.
+    rows = [{m.ENV_STEPS: 100, r.STOP_REASON: math.nan, m.EVAL_RETURN: 1.0}, {m.ENV_STEPS: math.nan, r.STOP_REASON: math.nan},
+            {m.ENV_STEPS: 100.0, r.STOP_REASON: math.nan, m.EVAL_RETURN: 2.0}]  # fmt: skip
+    reported = r.reported_history(rows, errored=False)
+    assert reported.stop_reason is None
+    assert reported.series([m.EVAL_RETURN]) == {m.EVAL_RETURN: [2.0]}
+    assert r.reported_history(rows, errored=True).stop_reason == "error"
