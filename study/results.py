@@ -197,7 +197,7 @@ def _as_float(value: Any) -> float:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def summary_from_metrics(metrics: Mapping[str, float], *, stop_reason: str | None, stop_step: Any) -> TrialSummary | None:

@@ -37,8 +37,8 @@ from analysis.load import StudyResults, load_study
 from analysis.publish import how_to_open, one_line, publish_or_say
 from analysis.report import REPORT_DIR, write_report
 from analysis.verdicts import verdict_line
-from envs import needs_server
 from analysis.tables import arm_comparisons, missing_baselines, no_baseline_ran
+from envs import needs_server
 from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS

@@ -14,7 +14,8 @@ advertise their slots), then leases a server slot on its node from ``envs.carla.
 block held by a lock no other trial on that node can take, and a server bound to the GPU Ray gave
 the trial. Between episodes the slot counts the episode (recycling a leaking server when due) and
 restarts a server that died or hangs; a server that dies mid-episode makes the trial fail, and Tune
-retries it from its last checkpoint with a fresh lease. The embedded simulator and gymnasium envs need none of this (nor the CARLA wheel).
+retries it from its last checkpoint with a fresh lease. The embedded simulator and gymnasium envs
+need none of this (nor the CARLA wheel).
 
 A population trial reports each member's report as its own Tune result (every one names its seed)
 and the population's checkpoint with the last member's report of that step; the driver's callbacks
@@ -34,6 +35,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from envs import needs_server
 from study import metrics as m
 from study import results as r
 from study.plan import POPULATION, members_of
@@ -42,7 +44,7 @@ from study.spec import StudySpec
 from study.trial import run_trial
 
 # How long a reused process waits for its previous trial to wind down (TUNE_FUNCTION_THREAD_TIMEOUT_S).
-WIND_DOWN_S = 30
+WIND_DOWN_S = 300
 
 
 class InjectedFault(RuntimeError):
@@ -63,11 +65,7 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
     def td3_trial(config: dict[str, Any]) -> None:
         # Ray logs every persisted checkpoint at INFO, from every trial: keep warnings only.
         logging.getLogger("ray.train").setLevel(logging.WARNING)
-        # study.run has Tune reuse this process for the next trial (reuse_actors). A trial the
-        # scheduler stopped (the guard, ASHA) is left waiting in tune.report and winds down (closes
-        # its env) only then; Tune waits this many seconds for that (2 by default), then fails the
-        # next trial with no retry. Read by Tune in this process at each reuse.
-        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(WIND_DOWN_S))
+        allow_wind_down()
         sys.unraisablehook = exit_in_finalizer_is_no_error
         plans = members_of(spec, config)
         checkpoint = tune.get_checkpoint()
@@ -115,16 +113,31 @@ def make_trainable(spec: StudySpec) -> Callable[[dict[str, Any]], None]:
     return tune.with_resources(td3_trial, trial_resources(spec))
 
 
+def allow_wind_down() -> None:
+    """Give a stopped trial ``WIND_DOWN_S`` to end before this process runs the next trial.
+
+    study.run has Tune reuse a trial's process for the next trial (``reuse_actors``). A trial the
+    scheduler stopped (the guard, ASHA) is left waiting in ``tune.report`` and winds down (closes
+    its env; its output goes to the next trial's log) only then. Tune waits
+    ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` seconds for that (2 by default), read in this process at
+    each reuse; past it, Ray 2.60 fails the next trial without a retry or telling the scheduler and
+    callbacks, and a study with ``max_concurrent_trials`` loses that slot for good (it can stall).
+    Waiting costs only time. Called by each trial, before any reuse of its process.
+    """
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(WIND_DOWN_S))
+
+
 def exit_in_finalizer_is_no_error(unraisable: Any) -> None:
     """``sys.unraisablehook`` of a trial's process: a ``SystemExit`` raised inside a finalizer ends
     silently; anything else is printed as Python prints it.
 
     Tune ends a trial's process (at the study's end; after each trial where it does not reuse
     processes) by removing its placement group, and the raylet then sends the worker process
-    SIGTERM, which Ray's handler turns into ``SystemExit`` in the main thread, wherever that thread is. When it is running a finalizer (a weakref callback or ``__del__`` the
-    garbage collector called), Python cannot raise there and prints "Exception ignored in ...
-    SystemExit: 1" with a traceback, which Ray forwards to the study's console: a traceback at the
-    end of a trial in which nothing went wrong, the process ending as it was told to.
+    SIGTERM, which Ray's handler turns into ``SystemExit`` in the main thread, wherever that thread
+    is. When it is running a finalizer (a weakref callback or ``__del__`` the garbage collector
+    called), Python cannot raise there and prints "Exception ignored in ... SystemExit: 1" with a
+    traceback, which Ray forwards to the study's console: a traceback at the end of a trial in which
+    nothing went wrong, the process ending as it was told to.
     """
     if isinstance(unraisable.exc_value, SystemExit):
         return
@@ -138,7 +151,7 @@ def carla_slot(spec: StudySpec) -> Iterator[tuple[dict[str, Any], Callable[[], N
     restart a server that died or hangs, so the next reset reconnects instead of the trial failing.
     ({} and None for envs that need no server.)
     """
-    if spec.env != "carla":
+    if not needs_server(spec.env):
         yield {}, None
         return
     from envs.carla.pool import CarlaPool

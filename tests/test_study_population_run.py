@@ -5,7 +5,6 @@ verdicts) the same as when each seed is a trial of its own. Real Ray, real MLflo
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ def verdicts(out: str) -> list[str]:
 
 @pytest.mark.slow
 def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_file(tmp_path: Path) -> None:
-    per_seed, per_seed_out = run_study(tmp_path, "per_seed")
+    per_seed, per_seed_out = run_study(tmp_path, "per_seed", max_concurrent_trials=2)
     # The population study also crashes once, at 400 steps, after seed 3 froze at 300 (a checkpoint of
     # its own, as a single trial's guard stop has): Tune retries it from there, seed 3 stays frozen.
     population, out = run_study(tmp_path, "population", execution="population", fault_injection={"fail_at_step": 400})
@@ -73,8 +72,9 @@ def test_an_arms_seeds_run_as_one_population_trial_file_what_per_seed_trials_fil
     for table, want in zip(by_seed(load_tune(population, "populations")), by_seed(expected), strict=True):
         pd.testing.assert_frame_equal(table, want)
     assert verdicts(out) == verdicts(per_seed_out) and verdicts(out)
-    # Per seed, processes were reused after trials the guard stopped (seed 3's, at 300) too.
-    assert trial_processes(per_seed / "populations") <= min(len(os.sched_getaffinity(0)), 4)
+    # Per seed, two at a time, the later trials ran in the earlier ones' processes (reuse_actors),
+    # also where the guard had stopped one (seed 3's, at 300).
+    assert trial_processes(per_seed / "populations") <= 2  # 4 trials
 
     # Two Tune trials, one per arm; four seed runs in MLflow, each under its member id, each retried once.
     folders = sorted(p.parent for p in (population / "populations").glob("*/params.json"))
