@@ -122,7 +122,7 @@ def load_mlflow(tracking_uri: str, study: str | None = None, *, guard: GuardConf
         identity = {"trial_id": tags.get(r.TRIAL_ID, run.info.run_id), "arm": tags[r.ARM], "seed": int(tags[r.SEED])}
         curve = _mlflow_curve(client, run.info.run_id).assign(**identity)
         metrics = {key: _unclamp(value) for key, value in run.data.metrics.items()}
-        outcome = {"stop_reason": tags.get(r.STOP_REASON), "stop_step": _number(tags.get(r.STOP_STEP))}
+        outcome = {"stop_reason": tags.get(r.STOP_REASON), "stop_step": r.as_number(tags.get(r.STOP_STEP))}
         summary = r.summary_from_metrics(metrics, stop_reason=outcome["stop_reason"], stop_step=tags.get(r.STOP_STEP))
         levels = {f: arm_levels[tags[r.ARM]].get(f) for f in factors}
         records.append(_trial_record(identity, levels, outcome, summary, curve, guard))
@@ -237,7 +237,7 @@ def load_tune(storage: Path | str, study: str | None = None, *, guard: GuardConf
             else:
                 values = {**spec["agent"], **params["set"]}
             levels = {factor: format_value(values[factor], exact=True) for factor in factors}
-            outcome = {"stop_reason": reported.stop_reason, "stop_step": _number(last.get(r.STOP_STEP))}
+            outcome = {"stop_reason": reported.stop_reason, "stop_step": r.as_number(last.get(r.STOP_STEP))}
             records.append(_trial_record(identity, levels, outcome, None, curve, guard))
             curves.append(curve)
     reference = tuple(Reference.model_validate(item) for item in spec.get("reference", []))
@@ -254,14 +254,6 @@ def _pick(study: str | None, names: Sequence[str], where: str) -> str:
         return study
     asked = "a study name (--study)" if study is None else f"study {study!r}"
     raise StudyNotFound(f"{where}: need {asked}; studies there: {sorted(names) or 'none'}")
-
-
-def _number(value: Any) -> float:
-    """A tag or result field as a number; NaN for absent, None, "" or "None"."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _curve_frame(series: dict[str, pd.Series]) -> pd.DataFrame:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,7 +167,7 @@ class ReportedHistory:
 
     def series(self, keys: Iterable[str]) -> dict[str, list[float]]:
         """``key -> values in step order`` for each key some row reported (NaN where a row has none)."""
-        return {key: [_as_float(row.get(key)) for row in self.steps] for key in keys if any(key in row for row in self.steps)}
+        return {key: [as_number(row.get(key)) for row in self.steps] for key in keys if any(key in row for row in self.steps)}
 
 
 def reported_history(rows: Sequence[Mapping[str, Any]], *, errored: bool) -> ReportedHistory:
@@ -188,16 +187,16 @@ def reported_history(rows: Sequence[Mapping[str, Any]], *, errored: bool) -> Rep
     if errored and reason is None:
         reason = "error"
     # Later rows overwrite earlier ones; a row without a step (none is reported so) is no point of the curve.
-    by_step = {row[m.ENV_STEPS]: row for row in rows if _is_number(row.get(m.ENV_STEPS))}
+    by_step = {row[m.ENV_STEPS]: row for row in rows if math.isfinite(as_number(row.get(m.ENV_STEPS)))}
     return ReportedHistory(last=last, stop_reason=reason, steps=[by_step[step] for step in sorted(by_step)])
 
 
-def _as_float(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+def as_number(value: Any) -> float:
+    """A result field or MLflow tag as a number; NaN for absent, None, "" or "None"."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def summary_from_metrics(metrics: Mapping[str, float], *, stop_reason: str | None, stop_step: Any) -> TrialSummary | None:
