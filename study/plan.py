@@ -95,6 +95,11 @@ def base_agent(spec: StudySpec, regime: str | None = None) -> dict[str, Any]:
     return TD3Config.model_validate({**spec.agent.model_dump(), **changes}).model_dump()
 
 
+def regime_budget(spec: StudySpec, regime: str) -> dict[str, Any]:
+    """The budget (``Budget``'s fields) a regime's trials run: the study's, changed by the regime's."""
+    return {**spec.budget.model_dump(), **spec.regimes[regime].budget}
+
+
 def expand(spec: StudySpec) -> list[TrialPlan]:
     """Every (arm, seed) trial of a grid design, arm by arm (regime by regime, if it has regimes).
     In a regime, an arm whose TD3 config equals an earlier arm's (its baseline's, above all) is
@@ -130,6 +135,14 @@ def members_of(spec: StudySpec, config: dict[str, Any]) -> list[TrialPlan]:
     return [plan_of(spec, config)]
 
 
+def planned_steps(config: dict[str, Any]) -> int | None:
+    """The env steps a Tune trial runs to, read from the plans in its config (a population's
+    members are one arm's seeds, in one regime: one budget); None for a config without plans (a
+    trial of a study started before plans)."""
+    plans = config[POPULATION] if POPULATION in config else [config[PLAN]] if PLAN in config else []
+    return max((int(plan["config"]["steps"]) for plan in plans), default=None)
+
+
 def member_id(trial_id: str, config: dict[str, Any], seed: Any) -> str:
     """The id of one seed's run of a Tune trial: the trial's own id, or for a population member
     ``<trial id>-s<seed>``. MLflow's ``trial_id`` tag, the analysis' ``trial_id`` column and the
@@ -139,7 +152,7 @@ def member_id(trial_id: str, config: dict[str, Any], seed: Any) -> str:
 
 def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int, regime: str | None = None) -> TrialPlan:
     """The plan of one arm and seed: the base config changed by the regime, then by the arm; the
-    study's budget."""
+    study's budget changed by the regime's."""
     base = spec.regimes[regime] if regime is not None else None
     agent = {**spec.agent.model_dump(), **(base.agent if base else {}), **overrides}
     env_settings = deep_merge(spec.env_settings, base.env_settings) if base else spec.env_settings
@@ -149,7 +162,7 @@ def make_plan(spec: StudySpec, arm: str, overrides: dict[str, Any], seed: int, r
             "env_settings": env_settings,
             "agent": agent,
             "seed": seed,
-            **spec.budget.model_dump(),
+            **(regime_budget(spec, regime) if regime is not None else spec.budget.model_dump()),
             "guard": spec.guard.model_dump(),
             "device": spec.device,
             "torch_threads": max(1, math.floor(spec.resources.cpu)),

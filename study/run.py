@@ -43,7 +43,7 @@ from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
-from study.plan import BASELINE, POPULATION, TrialPlan, expand, member_id, members_of
+from study.plan import BASELINE, POPULATION, TrialPlan, expand, member_id, members_of, regime_budget
 from study.scheduler import QGuardScheduler, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
@@ -247,7 +247,7 @@ class ConsoleProgress(tune.Callback):
                 key = member_id(trial.trial_id, trial.config, plan.seed)
                 if key in self._latest and key not in self._ended:
                     steps, eval_return = self._latest[key]
-                    running.append(f"{plan.arm} seed={plan.seed} {steps}/{self._spec.budget.steps}"
+                    running.append(f"{plan.arm} seed={plan.seed} {steps}/{plan.config.steps}"
                                    + (f" eval {eval_return:.1f}" if math.isfinite(eval_return) else ""))
         done, total = self._counts(trials)
         print(f"[{done}/{total} done] running: {'; '.join(running) or 'starting'}", flush=True)
@@ -334,8 +334,16 @@ def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
     return sorted(outcomes, key=lambda o: (order.get(o.arm, len(order)), o.arm, o.seed))
 
 
+def steps_per_trial(spec: StudySpec) -> str:
+    """The budget's steps, or each regime's where regimes have budgets of their own."""
+    by_regime = {regime: regime_budget(spec, regime)["steps"] for regime in spec.regimes}
+    if set(by_regime.values()) <= {spec.budget.steps}:
+        return str(spec.budget.steps)
+    return ", ".join(f"{steps} in {regime}" for regime, steps in by_regime.items())
+
+
 def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
-    table = Table(title=f"study {spec.name}: {spec.design}, {spec.budget.steps} env steps per trial")
+    table = Table(title=f"study {spec.name}: {spec.design}, {steps_per_trial(spec)} env steps per trial")
     for column in ("arm", "seed", "env steps", "eval return", "max actor-path Q", "outcome"):
         table.add_column(column, justify="left" if column in ("arm", "outcome") else "right")
     previous = None

@@ -26,7 +26,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from study import metrics as m
 from study.guard import GUARD_STOPS, GuardConfig, verdict
-from study.plan import POPULATION, member_id
+from study.plan import POPULATION, member_id, planned_steps
 from study.results import SEED, STOP_REASON, STOP_STEP
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ class StopReasonCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         env_steps = int(result[m.ENV_STEPS])
         record = self._scheduler.stop_record(member_id(trial.trial_id, trial.config, result.get(SEED)))
-        outcome = final_outcome(record, env_steps, self._scheduler.max_t)
+        # A regime may have a budget of its own: the trial's plan says where it completes.
+        outcome = final_outcome(record, env_steps, planned_steps(trial.config) or self._scheduler.max_t)
         result[STOP_REASON] = outcome.reason if outcome else ""
         result[STOP_STEP] = outcome.step if outcome else math.nan

@@ -9,10 +9,14 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from study.guard import GuardConfig, GuardState, guard_step
-from study.plan import POPULATION
+from study.plan import PLAN, POPULATION, expand
 from study.scheduler import QGuardScheduler, StopReasonCallback, StopRecord, final_outcome
 
+from study.spec import validate_spec
+
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+SPEC: dict[str, Any] = {"name": "unit", "env": "Pendulum-v1", "design": "one_at_a_time", "factors": {"tau": [0.005]},
+                        "seeds": [0], "budget": {"steps": 2_000, "eval_every": 500, "checkpoint_every": 500}}
 GUARD = GuardConfig(tolerance=0.1, patience=2)
 
 
@@ -162,6 +166,22 @@ def test_stop_reason_callback_writes_the_outcome_into_the_last_row_only() -> Non
         rows.append(result)
     assert rows[0]["stop_reason"] == "" and math.isnan(rows[0]["stop_step"])
     assert (rows[1]["stop_reason"], rows[1]["stop_step"]) == ("q_explosion", 1_000)
+
+
+def test_a_trial_completes_at_its_own_plans_budget_not_the_studys() -> None:
+    """A regime with a budget of its own: its trials end at their plan's steps, and that is completion."""
+    spec = validate_spec({**SPEC, "regimes": {"short": {"budget": {"steps": 1_000}}, "long": {}}})
+    scheduler = make_scheduler(asha=False, max_t=spec.budget.steps)
+    callback = StopReasonCallback(scheduler)
+    outcomes = {}
+    for plan in expand(spec):
+        trial = Trial("td3_trial", config={PLAN: plan.model_dump(mode="json")}, trial_id=plan.arm, stub=True)
+        scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
+        result = row(trial, 1_000, 0.0)
+        scheduler.on_trial_result(None, trial, dict(result))  # type: ignore[arg-type]
+        callback.on_trial_result(iteration=0, trials=[trial], trial=trial, result=result)
+        outcomes[plan.arm] = result["stop_reason"]
+    assert outcomes == {"short/baseline": "completed", "long/baseline": ""}  # long goes on to 2,000
 
 
 def test_its_status_line_names_asha_only_when_asha_runs() -> None:

@@ -147,6 +147,21 @@ def test_in_a_regime_an_arm_equal_to_an_earlier_one_once_validated_does_not_run_
     assert [name for name, _ in arms(validate_spec(plain))] == ["baseline", "lr_critic=0.0003"]
 
 
+def test_a_regimes_budget_changes_only_its_own_trials() -> None:
+    spec = validate_spec(spec_with(regimes={**REGIMES, "healthy": {"budget": {"steps": 2_000, "eval_every": 500}}},
+                                   scheduler={"asha": False}))
+    budgets = {(p.regime, p.config.steps, p.config.eval_every, p.config.checkpoint_every) for p in expand(spec)}
+    assert budgets == {("healthy", 2_000, 500, 1_000), ("runaway", 4_000, 1_000, 1_000)}
+
+
+def test_asha_refuses_regimes_whose_budgets_differ() -> None:
+    """ASHA's rungs lead to one max_t: a regime that ends sooner would read as pruned, or never reach them."""
+    data = spec_with(regimes={**REGIMES, "healthy": {"budget": {"steps": 2_000}}}, scheduler={"asha": True, "grace_period": 2_000})
+    with pytest.raises(SpecError) as caught:
+        validate_spec(data)
+    assert "a regime's budget.steps other than the study's needs scheduler.asha false" in str(caught.value)
+
+
 def test_a_regime_merges_nested_env_settings_key_by_key() -> None:
     spec = validate_spec(spec_with(env="drive", env_settings={"observation": "vector", "reward": {"jerk_weight": 0.5}},
                                    regimes={"shaped": {"env_settings": {"reward": {"lateral_weight": 0.0}}}}))
@@ -163,6 +178,8 @@ def test_a_regime_merges_nested_env_settings_key_by_key() -> None:
         ({"heavy": {"env_settings": {"no_such_setting": 1}}}, "heavy: env_settings:"),
         ({"fast": {"seeds": [1, 1]}}, "seeds must be distinct"),
         ({"fast": {"gamma": 0.9}}, "regimes.fast.gamma"),
+        ({"short": {"budget": {"stpes": 2_000}}}, "short: budget.stpes: unknown key; allowed: steps, eval_every"),
+        ({"short": {"budget": {"steps": 0}}}, "short: budget.steps: Input should be greater than 0"),
         # valid alone, but not with an arm: the arm's buffer cannot hold the regime's batch
         ({"big": {"agent": {"batch_size": 2048}}}, "regime big, arm"),
     ],

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from agents import TD3Config
 from study.config import TrialConfig
 from study.guard import GuardConfig
-from study.plan import BASELINE, REGIME_NAME, arms, deep_merge
+from study.plan import BASELINE, REGIME_NAME, arms, deep_merge, regime_budget
 from study.spec.checks import agent_problems, carla_pool_problems, check_env_settings, trial_problems
 from envs import needs_server
 from envs.validation import describe_errors
@@ -119,8 +119,10 @@ class Arm(BaseModel):
 class Regime(BaseModel):
     """A named base configuration every arm is applied to: the study's ``agent`` changed by
     ``agent``, its ``env_settings`` updated by ``env_settings``, run on ``seeds`` (default: the
-    study's). Crossing regimes with arms asks what each remedy does to a healthy run and to a
-    diverging one in the same study, paired by seed within each regime."""
+    study's) for the study's ``budget`` updated by ``budget``. Crossing regimes with arms asks what
+    each remedy does to a healthy run and to a diverging one in the same study, paired by seed
+    within each regime; arms compare within their regime, so a regime can have a budget of its own
+    (a healthy regime compared where the runaway regime's returns are, say)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -128,6 +130,11 @@ class Regime(BaseModel):
     agent: dict[str, Any] = Field(default_factory=dict, description="TD3 field -> value, over the study's agent")
     env_settings: dict[str, Any] = Field(default_factory=dict, description="over the study's env_settings")
     seeds: list[int] | None = Field(None, min_length=1, description="default: the study's seeds")
+    budget: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Budget field -> value, over the study's budget (also under --smoke: a smoke section "
+        "shrinks a regime's with regimes: {name: {budget: ...}})",
+    )
 
 
 def population_problems(spec: StudySpec) -> list[str]:
@@ -143,6 +150,15 @@ def population_problems(spec: StudySpec) -> list[str]:
         problems.append(f"execution 'population' steps an env per member in one process, and env {spec.env!r} needs "
                         "a server per env: use execution 'per_seed'")
     return problems
+
+
+def regime_budget_problems(spec: StudySpec, regime: str) -> list[str]:
+    """Why a regime's budget is not one a trial can run, if it is not (each line names the regime)."""
+    try:
+        Budget.model_validate(regime_budget(spec, regime))
+    except ValidationError as err:
+        return [f"{regime}: budget.{line}" for line in describe_errors(err, Budget)]
+    return []
 
 
 def seeds_problem(seeds: list[int]) -> str | None:
@@ -326,6 +342,9 @@ class StudySpec(BaseModel):
             if repeated:
                 problems.append(f"arms repeat: {repeated} (an extra arm equals a factor level or another arm)")
             for regime in self.regimes or [None]:
+                if regime is not None and (budget_problems := regime_budget_problems(self, regime)):
+                    problems += budget_problems  # every arm's trial would repeat them
+                    continue
                 where = f"regime {regime}, " if regime else ""
                 problems += [f"{where}arm {arm}: {p}" for arm, overrides in arms(self, regime)
                              for p in trial_problems(self, overrides, regime)]
@@ -344,6 +363,9 @@ class StudySpec(BaseModel):
                 f"scheduler.grace_period ({sched.grace_period}) must lie in [budget.eval_every "
                 f"({budget.eval_every}), budget.steps ({budget.steps})]: ASHA ranks on evaluation return"
             )
+        if sched.asha and len({budget.steps, *(regime_budget(self, r).get("steps") for r in self.regimes)}) > 1:
+            problems.append("a regime's budget.steps other than the study's needs scheduler.asha false: "
+                            "ASHA ranks every trial on rungs up to one max_t (budget.steps)")
         if self.execution == "population":
             problems += population_problems(self)
         if (self.env == "carla") != (self.resources.carla == 1):
