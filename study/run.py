@@ -338,12 +338,12 @@ def steps_per_trial(spec: StudySpec) -> str:
     """The budget's steps, or each regime's where regimes have budgets of their own."""
     by_regime = {regime: regime_budget(spec, regime)["steps"] for regime in spec.regimes}
     if set(by_regime.values()) <= {spec.budget.steps}:
-        return str(spec.budget.steps)
-    return ", ".join(f"{steps} in {regime}" for regime, steps in by_regime.items())
+        return f"{spec.budget.steps} env steps per trial"
+    return "env steps per trial: " + ", ".join(f"{steps} in {regime}" for regime, steps in by_regime.items())
 
 
 def print_table(spec: StudySpec, outcomes: list[TrialOutcome]) -> None:
-    table = Table(title=f"study {spec.name}: {spec.design}, {steps_per_trial(spec)} env steps per trial")
+    table = Table(title=f"study {spec.name}: {spec.design}, {steps_per_trial(spec)}")
     for column in ("arm", "seed", "env steps", "eval return", "max actor-path Q", "outcome"):
         table.add_column(column, justify="left" if column in ("arm", "outcome") else "right")
     previous = None
