@@ -143,21 +143,47 @@ def return_figure(results: StudyResults) -> Figure:
 def explosion_figure(table: pd.DataFrame) -> Figure:
     """Bars of explosion rate with Wilson intervals, from ``ablation_table`` (index: arm) or
     ``factor_level_table`` (index: factor, level): one panel per factor."""
-    groups = list(table.groupby(level="factor", sort=False)) if "factor" in table.index.names else [("arm", table)]
+    if "factor" not in table.index.names:
+        return _arm_explosion_figure(table)
+    groups = list(table.groupby(level="factor", sort=False))
     fig, axes = _grid(len(groups))
     for ax, (name, part) in zip(axes, groups, strict=True):
-        labels = [str(key[-1] if isinstance(key, tuple) else key) for key in part.index]
-        rate = part["explosion_rate"].to_numpy(dtype=float)
-        error = np.vstack([rate - part["explosion_rate_low"], part["explosion_rate_high"] - rate])
+        labels = [str(key[-1]) for key in part.index]
+        rate, error = _rate_and_error(part)
         ax.bar(labels, rate, yerr=error, capsize=4, color="tab:red", alpha=0.7)
         ax.set_ylim(0, 1.05)
         ax.set_title(str(name), fontsize=9)
         ax.set_ylabel("share exploded (of observed)")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    horizons = set(table["horizon"].dropna())
-    by = f"by {horizons.pop():,.0f} env steps" if len(horizons) == 1 else "by each row's horizon" if horizons else "no common horizon"
-    fig.suptitle(f"Explosion rate (95% Wilson interval)\n{by}; censored trials left out", fontsize=10)
+    fig.suptitle(f"Explosion rate (95% Wilson interval)\n{_horizon_text(table)}; censored trials left out", fontsize=10)
     return fig
+
+
+def _arm_explosion_figure(table: pd.DataFrame) -> Figure:
+    """One horizontal bar per arm, first arm on top: arm names (``regime/arm``) are too long to
+    stand side by side under vertical bars."""
+    fig = Figure(figsize=(PANEL_WIDTH * 2, 1.2 + 0.3 * len(table)), layout="constrained")
+    ax = fig.subplots()
+    rate, error = _rate_and_error(table)
+    ax.barh([str(arm) for arm in table.index], rate, xerr=error, capsize=3, color="tab:red", alpha=0.7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("share exploded (of observed)")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(f"Explosion rate (95% Wilson interval)\n{_horizon_text(table)}; censored trials left out", fontsize=10)
+    return fig
+
+
+def _rate_and_error(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    rate = part["explosion_rate"].to_numpy(dtype=float)
+    return rate, np.vstack([rate - part["explosion_rate_low"], part["explosion_rate_high"] - rate])
+
+
+def _horizon_text(table: pd.DataFrame) -> str:
+    horizons = sorted(set(table["horizon"].dropna()))
+    if not horizons:
+        return "no common horizon"
+    return "by " + " or ".join(f"{h:,.0f}" for h in horizons) + " env steps" + (" (each row's regime's)" if len(horizons) > 1 else "")
 
 
 def save(fig: Figure, path: Path | str) -> Path:

@@ -174,19 +174,20 @@ def headline(table: pd.DataFrame) -> str:
         exploded, observed, censored = (int(row[column]) for column in ("exploded", "observed", "censored"))
         return f"{exploded}/{observed}" + (f", {censored} censored" if censored else "")
 
-    rows = list(table.iterrows())
-    exploded = [f"{arm} ({counts(row)})" for arm, row in rows if row["exploded"]]
-    bounded = [f"{arm} ({counts(row)})" for arm, row in rows if not row["exploded"] and row["observed"]]
-    unobserved = [str(arm) for arm, row in rows if not row["observed"]]
-    horizon = table["horizon"].iloc[0] if len(table) else math.nan
-    by = f"by {step(horizon)} env steps" if math.isfinite(horizon) else "(no common horizon)"
     parts = []
-    if exploded:
-        parts.append(f"Actor-path Q ran away {by} (exploded / observed) in: {', '.join(exploded)}.")
-    if bounded:
-        parts.append(f"The guard saw no actor-path Q runaway {by} in: {', '.join(bounded)}.")
-    if unobserved:
-        parts.append(f"No trial observed to that step in: {', '.join(unobserved)}.")
+    # Rows of one horizon together (regimes with budgets of their own have one each), in table order.
+    for horizon, group in table.groupby(table["horizon"].fillna(math.inf), sort=False):
+        rows = list(group.iterrows())
+        exploded = [f"{arm} ({counts(row)})" for arm, row in rows if row["exploded"]]
+        bounded = [f"{arm} ({counts(row)})" for arm, row in rows if not row["exploded"] and row["observed"]]
+        unobserved = [str(arm) for arm, row in rows if not row["observed"]]
+        by = f"by {step(horizon)} env steps" if math.isfinite(horizon) else "(no common horizon)"
+        if exploded:
+            parts.append(f"Actor-path Q ran away {by} (exploded / observed) in: {', '.join(exploded)}.")
+        if bounded:
+            parts.append(f"The guard saw no actor-path Q runaway {by} in: {', '.join(bounded)}.")
+        if unobserved:
+            parts.append(f"No trial observed to that step in: {', '.join(unobserved)}.")
     return " ".join(parts)
 
 
@@ -195,7 +196,7 @@ ABLATION_NOTE = (
     "mean with its Student-t 95% interval over seeds; the IQM (25% trimmed mean) trims nothing below 4 seeds. "
     "The same return at the last step every trial of the arm's regime (of the study, without regimes) reached "
     "compares one arm with another: a trial the guard stopped early sets that step for its regime. "
-    "Explosions by one horizon (explosions to step): a trial stopped before it without exploding is censored, "
+    "Explosions by one horizon (explosions to step), each regime's own in a study with regimes: a trial stopped before it without exploding is censored, "
     "in neither count; the rate has its Wilson 95% interval."
 )
 

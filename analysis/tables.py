@@ -159,24 +159,39 @@ def summarize(group: pd.DataFrame, curves: pd.DataFrame, horizon: float) -> dict
 
 
 def ablation_table(trials: pd.DataFrame, curves: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
-    """A row per value of ``by`` (an arm, or one factor's levels), in natural order. Every row
-    counts explosions by one horizon, ``stats.default_horizon`` of all the trials; each reads
+    """A row per value of ``by`` (an arm, or one factor's levels), in natural order. Rows count
+    explosions by one horizon, ``stats.default_horizon`` of the trials compared with them: an arm
+    row's regime's (regimes may have budgets of their own), else all the trials. Each row reads
     returns at its own common step, which ``return_step`` states. Arm rows also read them at the
     step common to every arm of their regime (``shared_*``), where one arm's returns compare with
     another's (the MLflow runs table shows these side by side)."""
     present = trials.dropna(subset=[by])
     order = arm_order(present[by]) if by == "arm" else level_order(present[by])
-    horizon = stats.default_horizon(present)
-    rows = [{by: key, **summarize(present[present[by] == key], curves, horizon)} for key in order]
+    if by == "arm":
+        horizons = {regime: stats.default_horizon(group) for regime, group in by_regime(present)}
+        horizon_of = {arm: horizons[regime_key(arm)] for arm in order}
+    else:
+        horizon_of = dict.fromkeys(order, stats.default_horizon(present))
+    rows = [{by: key, **summarize(present[present[by] == key], curves, horizon_of[key])} for key in order]
     table = pd.DataFrame(rows).set_index(by)
     return table.join(shared_returns(present, curves)) if by == "arm" else table
+
+
+def regime_key(arm: str) -> str:
+    """The regime an arm's trials ran in, "" in a study without regimes."""
+    return regime_of(arm) or ""
+
+
+def by_regime(trials: pd.DataFrame) -> Any:
+    """The trials grouped by their arm's regime (``regime_key``), in order of appearance."""
+    return trials.groupby(trials["arm"].map(regime_key), sort=False)
 
 
 def shared_returns(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Per arm: ``shared_step``, the common step of all its regime's trials (of every trial without
     regimes), and the mean return there with its t interval over the arm's evaluated seeds."""
     rows = []
-    for _, regime in trials.groupby(trials["arm"].map(lambda arm: regime_of(arm) or ""), sort=False):
+    for _, regime in by_regime(trials):
         step, at_step = returns_at_common_step(curves, regime)
         for arm, group in regime.groupby("arm", sort=False):
             returns = at_step.reindex(group["trial_id"]).dropna().to_numpy(dtype=float)

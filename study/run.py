@@ -28,6 +28,7 @@ from typing import Any
 
 import ray
 from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
@@ -114,10 +115,14 @@ def read_state(experiment_dir: Path, spec: StudySpec, *, resume: bool) -> dict[s
         raise SpecError(f"--resume: no study to continue at {experiment_dir} (no {r.STATE_FILE})")
     state = json.loads(state_file.read_text())
     current = spec.model_dump(mode="json")
-    # A key the study file gained since the study started (regimes, reference) reads as its default.
-    gained = {k: StudySpec.model_fields[k].get_default(call_default_factory=True) for k in current.keys() - state["spec"].keys()}
-    if {**gained, **state["spec"]} != current:
-        changed = sorted(k for k, v in current.items() if state["spec"].get(k, gained.get(k)) != v)
+    try:
+        # A key the schema gained since the study started (regimes, reference, a regime's budget)
+        # reads as its default, at any depth.
+        started = StudySpec.model_validate(state["spec"]).model_dump(mode="json")
+    except ValidationError:
+        started = state["spec"]  # then compared as it was written: any difference refuses
+    if started != current:
+        changed = sorted(k for k, v in current.items() if started.get(k) != v)
         raise SpecError(f"--resume: the study file changed since the study started (keys {changed}); "
                         "resume with the file (and --smoke) it started with")
     return state

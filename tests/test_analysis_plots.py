@@ -97,8 +97,9 @@ def test_returns_get_a_panel_per_regime_and_an_arm_one_colour_in_every_regime(re
 def test_explosion_bars_are_the_table_rates(results: load.StudyResults, tmp_path: Path) -> None:
     table = tables.ablation_table(results.trials, results.curves)
     fig = plots.explosion_figure(table)
-    heights = [bar.get_height() for bar in fig.axes[0].patches]
-    np.testing.assert_allclose(heights, table["explosion_rate"])
+    widths = [bar.get_width() for bar in fig.axes[0].patches]  # horizontal bars, one per arm
+    np.testing.assert_allclose(widths, table["explosion_rate"])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(table.index)
     path = plots.save(fig, tmp_path / "explosion.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
 

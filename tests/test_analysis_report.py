@@ -108,6 +108,18 @@ def test_headline_counts_the_trials_observed_to_the_horizon() -> None:
     )
 
 
+def test_headline_names_each_horizon_where_regimes_have_their_own() -> None:
+    table = pd.DataFrame(
+        {"exploded": [4, 0, 0], "observed": [5, 5, 3], "censored": [0, 0, 0], "horizon": [7000.0, 7000.0, 4000.0]},
+        index=pd.Index(["runaway/baseline", "runaway/l2", "healthy/l2"], name="arm"),
+    )
+    assert report.headline(table) == (
+        "Actor-path Q ran away by 7,000 env steps (exploded / observed) in: runaway/baseline (4/5). "
+        "The guard saw no actor-path Q runaway by 7,000 env steps in: runaway/l2 (0/5). "
+        "The guard saw no actor-path Q runaway by 4,000 env steps in: healthy/l2 (0/3)."
+    )
+
+
 def test_formatting() -> None:
     assert report.with_interval(1.23456, 1.0, 2.0) == "1.235 [1, 2]"
     assert report.with_interval(3.0, math.nan, math.nan) == "3"

@@ -287,3 +287,16 @@ def test_arm_rows_also_read_returns_at_the_step_common_to_their_regime() -> None
     half = 4.302652729911275 * 1.0 / np.sqrt(3)  # Student t, 2 degrees of freedom; sd of 7, 8, 9 is 1
     low, high = table.loc["slow/tau=0.5", ["shared_return_mean_low", "shared_return_mean_high"]]
     assert (low, high) == pytest.approx((8.0 - half, 8.0 + half))
+
+
+def test_each_regime_counts_explosions_by_its_own_horizon() -> None:
+    """Regimes with budgets of their own: a 2,000-step regime's completed trials must not cut the
+    4,000-step regime's horizon, where its explosions at 2,500 to 3,500 steps would go uncounted."""
+    short = [{**row, "stop_reason": "completed", "stop_step": math.nan}
+             for row in arm("short/baseline", [1, 2, 3], ends=[2000] * 3) + arm("short/l2", [1, 2, 3], ends=[2000] * 3)]
+    rows = arm("long/baseline", [1, 2, 3], [2500, 3000, 3500]) + arm("long/l2", [1, 2, 3]) + short
+    table = tables.ablation_table(*study(rows))
+    assert table.loc["long/baseline", ["exploded", "observed", "horizon"]].tolist() == [3, 3, 4000]
+    assert table.loc["long/l2", ["exploded", "observed", "horizon"]].tolist() == [0, 3, 4000]
+    assert table.loc["short/l2", ["exploded", "observed", "horizon"]].tolist() == [0, 3, 2000]
+

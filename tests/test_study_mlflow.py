@@ -231,7 +231,8 @@ def test_a_regimes_runs_carry_the_regime_and_its_env_settings(tmp_path: Path) ->
     spec = validate_spec({
         "name": "mlflow_regimes", "env": "drive", "design": "one_at_a_time", "seeds": [0],
         "factors": {"critic_l2": [0.0, 0.01]}, "budget": {"steps": 2_000, "eval_every": 1_000, "checkpoint_every": 1_000},
-        "regimes": {"plain": {}, "short": {"env_settings": {"max_episode_steps": 10, "reward": {"collision_penalty": 0.0}}}},
+        "regimes": {"plain": {}, "short": {"env_settings": {"max_episode_steps": 10, "reward": {"collision_penalty": 0.0}},
+                                           "budget": {"steps": 1_000}}},
     })  # fmt: skip
     uri = default_tracking_uri(tmp_path)
     client = MlflowClient(uri)
@@ -242,6 +243,8 @@ def test_a_regimes_runs_carry_the_regime_and_its_env_settings(tmp_path: Path) ->
     for trial in trials:
         callback.on_trial_start(iteration=0, trials=trials, trial=trial)
 
+    study_params = client.get_run(study_run_id).data.params
+    assert (study_params["steps"], study_params["steps.plain"], study_params["steps.short"]) == ("2000", "2000", "1000")
     for role in ("arm", "trial"):
         runs = {run.info.run_name: run for run in runs_by_role(client, study_run_id, role)}
         short = [run for name, run in runs.items() if name.startswith("short/")]
@@ -251,6 +254,7 @@ def test_a_regimes_runs_carry_the_regime_and_its_env_settings(tmp_path: Path) ->
         if role == "trial":  # on arm runs every param reads as a factor (analysis.load): env settings stay off them
             for run in short:
                 assert run.data.params["env.max_episode_steps"] == "10" and run.data.params["env.reward.collision_penalty"] == "0.0"
+            assert {run.data.params["steps"] for run in short} == {"1000"} and {run.data.params["steps"] for run in plain} == {"2000"}
         assert not [key for run in (plain if role == "trial" else [*plain, *short]) for key in run.data.params if key.startswith("env.")]
 
 

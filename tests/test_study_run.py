@@ -29,6 +29,7 @@ from study.run import collect_outcomes, folder_name, main, print_verdicts, publi
 from study.plan import PLAN, POPULATION, expand, populations
 from study.results import STATE_FILE, TUNE_PARAMS_FILE
 from study.spec import SpecError, load_spec
+from study.spec.schema import Regime
 from tests.support.analysis_store import STUDY, write_mlflow_study
 from tests.support.study_cli import result_rows, run_cli, study_cli, trial_runs
 
@@ -102,6 +103,12 @@ def test_a_study_started_before_the_file_gained_a_key_resumes_but_a_changed_one_
     (experiment / STATE_FILE).write_text(json.dumps({"spec": with_regime}))
     with pytest.raises(SpecError, match=r"\(keys \['regimes'\]\)"):
         read_state(experiment, spec, resume=True)
+    # A study with regimes, started before a regime could have a budget: its regimes had no such key.
+    regime_spec = spec.model_copy(update={"regimes": {"fast": Regime(agent={"tau": 0.05})}})
+    before_budgets = regime_spec.model_dump(mode="json")
+    del before_budgets["regimes"]["fast"]["budget"]
+    (experiment / STATE_FILE).write_text(json.dumps({"spec": before_budgets}))
+    assert read_state(experiment, regime_spec, resume=True)["spec"] == before_budgets
 
 
 def test_a_study_that_cannot_be_read_back_gives_one_line_and_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,6 +49,8 @@ def test_every_shipped_study_file_validates(name: str, smoke: bool) -> None:
     spec = load_spec(name, smoke=smoke)
     assert spec.name == name
     assert expand(spec) or spec.design == "optuna"
+    if name == "default" and not smoke:  # issue 12's 25 minutes: the healthy regime runs 4,000 steps
+        assert {(p.regime, p.config.steps) for p in expand(spec)} == {("td3_defaults", 4_000), (RUNAWAY, 7_000)}
 
 
 def test_shipped_spaces_include_the_ones_the_issue_asks_for() -> None:
@@ -159,7 +161,18 @@ def test_asha_refuses_regimes_whose_budgets_differ() -> None:
     data = spec_with(regimes={**REGIMES, "healthy": {"budget": {"steps": 2_000}}}, scheduler={"asha": True, "grace_period": 2_000})
     with pytest.raises(SpecError) as caught:
         validate_spec(data)
-    assert "a regime's budget.steps other than the study's needs scheduler.asha false" in str(caught.value)
+    assert "regimes ['healthy'] have budgets of their own, which need scheduler.asha false" in str(caught.value)
+
+
+def test_a_smoke_run_does_not_keep_a_regime_longer_than_its_own_budget() -> None:
+    """The smoke's budget.steps (2,000) is merged under a regime's own 3,000: the smoke must shrink it too."""
+    regimes = {**REGIMES, "healthy": {"budget": {"steps": 3_000}}}
+    with pytest.raises(SpecError) as caught:
+        validate_spec(spec_with(regimes=regimes, scheduler={"asha": False}), smoke=True)
+    assert "regimes ['healthy'] run more steps than smoke.budget.steps" in str(caught.value)
+    shrunk = {**BASE["smoke"], "scheduler": {"asha": False}, "regimes": {"healthy": {"budget": {"steps": 1_000}}}}
+    spec = validate_spec(spec_with(regimes=regimes, scheduler={"asha": False}, smoke=shrunk), smoke=True)
+    assert {(p.regime, p.config.steps) for p in expand(spec)} == {("healthy", 1_000), ("runaway", 2_000)}
 
 
 def test_a_regime_merges_nested_env_settings_key_by_key() -> None:
@@ -178,8 +191,8 @@ def test_a_regime_merges_nested_env_settings_key_by_key() -> None:
         ({"heavy": {"env_settings": {"no_such_setting": 1}}}, "heavy: env_settings:"),
         ({"fast": {"seeds": [1, 1]}}, "seeds must be distinct"),
         ({"fast": {"gamma": 0.9}}, "regimes.fast.gamma"),
-        ({"short": {"budget": {"stpes": 2_000}}}, "short: budget.stpes: unknown key; allowed: steps, eval_every"),
-        ({"short": {"budget": {"steps": 0}}}, "short: budget.steps: Input should be greater than 0"),
+        ({"short": {"budget": {"stpes": 2_000}}}, "regimes.short.budget (over the study's budget): stpes: unknown key; allowed: steps, eval_every"),
+        ({"short": {"budget": {"steps": 0}}}, "regimes.short.budget (over the study's budget): steps: Input should be greater than 0"),
         # valid alone, but not with an arm: the arm's buffer cannot hold the regime's batch
         ({"big": {"agent": {"batch_size": 2048}}}, "regime big, arm"),
     ],

@@ -152,12 +152,23 @@ def population_problems(spec: StudySpec) -> list[str]:
     return problems
 
 
+def regimes_longer_than_smoke(regimes: dict[str, Regime], smoke: dict[str, Any]) -> list[str]:
+    """The regimes whose own budget.steps exceed the smoke section's and that the smoke leaves as they are."""
+    smoke_steps = (smoke.get("budget") or {}).get("steps")
+    smoke_regimes = smoke.get("regimes") or {}
+    if not isinstance(smoke_steps, int) or not isinstance(smoke_regimes, dict):
+        return []  # (a bad value is the budget's and the regimes' validators' to report)
+    return [name for name, regime in regimes.items()
+            if isinstance(regime.budget.get("steps"), int) and regime.budget["steps"] > smoke_steps
+            and "budget" not in (smoke_regimes.get(name) or {})]
+
+
 def regime_budget_problems(spec: StudySpec, regime: str) -> list[str]:
     """Why a regime's budget is not one a trial can run, if it is not (each line names the regime)."""
     try:
         Budget.model_validate(regime_budget(spec, regime))
     except ValidationError as err:
-        return [f"{regime}: budget.{line}" for line in describe_errors(err, Budget)]
+        return [f"regimes.{regime}.budget (over the study's budget): {line}" for line in describe_errors(err, Budget)]
     return []
 
 
@@ -322,6 +333,10 @@ class StudySpec(BaseModel):
         if isinstance(regimes, dict) and (new := sorted(set(regimes) - set(info.data.get("regimes", {})))):
             # The smoke section merges into the file: a misspelt regime would add one, not shrink one.
             raise ValueError(f"regimes {new} are not regimes of the file; its regimes: {sorted(info.data.get('regimes', {}))}")
+        if kept := regimes_longer_than_smoke(info.data.get("regimes", {}), smoke):
+            # A regime's budget is merged over the study's, the smoke's included: it would run in full.
+            raise ValueError(f"regimes {kept} run more steps than smoke.budget.steps and a smoke run would keep them: "
+                             "shrink them in smoke.regimes.<name>.budget")
         return smoke
 
     @model_validator(mode="after")
@@ -363,9 +378,9 @@ class StudySpec(BaseModel):
                 f"scheduler.grace_period ({sched.grace_period}) must lie in [budget.eval_every "
                 f"({budget.eval_every}), budget.steps ({budget.steps})]: ASHA ranks on evaluation return"
             )
-        if sched.asha and len({budget.steps, *(regime_budget(self, r).get("steps") for r in self.regimes)}) > 1:
-            problems.append("a regime's budget.steps other than the study's needs scheduler.asha false: "
-                            "ASHA ranks every trial on rungs up to one max_t (budget.steps)")
+        if sched.asha and (own := [name for name, regime in self.regimes.items() if regime.budget]):
+            problems.append(f"regimes {own} have budgets of their own, which need scheduler.asha false: ASHA ranks "
+                            "every trial on rungs up to one max_t, the study's budget.steps")
         if self.execution == "population":
             problems += population_problems(self)
         if (self.env == "carla") != (self.resources.carla == 1):
