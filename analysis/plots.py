@@ -165,7 +165,9 @@ def _arm_explosion_figure(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(PANEL_WIDTH * 2, 1.2 + 0.3 * len(table)), layout="constrained")
     ax = fig.subplots()
     rate, error = _rate_and_error(table)
-    ax.barh([str(arm) for arm in table.index], rate, xerr=error, capsize=3, color="tab:red", alpha=0.7)
+    several = table["horizon"].nunique() > 1  # regimes with budgets of their own: say which bar is by which
+    labels = [f"{arm} (by {h:,.0f})" if several and np.isfinite(h) else str(arm) for arm, h in table["horizon"].items()]
+    ax.barh(labels, rate, xerr=error, capsize=3, color="tab:red", alpha=0.7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
     ax.set_xlabel("share exploded (of observed)")

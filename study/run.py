@@ -119,8 +119,9 @@ def read_state(experiment_dir: Path, spec: StudySpec, *, resume: bool) -> dict[s
         # A key the schema gained since the study started (regimes, reference, a regime's budget)
         # reads as its default, at any depth.
         started = StudySpec.model_validate(state["spec"]).model_dump(mode="json")
-    except ValidationError:
-        started = state["spec"]  # then compared as it was written: any difference refuses
+    except ValidationError:  # then compared as written, top-level keys the file gained at their defaults
+        gained = current.keys() - state["spec"].keys()
+        started = {**{k: StudySpec.model_fields[k].get_default(call_default_factory=True) for k in gained}, **state["spec"]}
     if started != current:
         changed = sorted(k for k, v in current.items() if started.get(k) != v)
         raise SpecError(f"--resume: the study file changed since the study started (keys {changed}); "

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import tables
+from analysis import plots, tables
 from study import metrics as m
 from study.guard import GuardConfig
 
@@ -299,4 +299,6 @@ def test_each_regime_counts_explosions_by_its_own_horizon() -> None:
     assert table.loc["long/baseline", ["exploded", "observed", "horizon"]].tolist() == [3, 3, 4000]
     assert table.loc["long/l2", ["exploded", "observed", "horizon"]].tolist() == [0, 3, 4000]
     assert table.loc["short/l2", ["exploded", "observed", "horizon"]].tolist() == [0, 3, 2000]
+    labels = [t.get_text() for t in plots.explosion_figure(table).axes[0].get_yticklabels()]
+    assert labels[0] == "long/baseline (by 4,000)" and labels[-1] == "short/l2 (by 2,000)"
 

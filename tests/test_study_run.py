@@ -109,6 +109,9 @@ def test_a_study_started_before_the_file_gained_a_key_resumes_but_a_changed_one_
     del before_budgets["regimes"]["fast"]["budget"]
     (experiment / STATE_FILE).write_text(json.dumps({"spec": before_budgets}))
     assert read_state(experiment, regime_spec, resume=True)["spec"] == before_budgets
+    longer = regime_spec.model_copy(update={"regimes": {"fast": Regime(agent={"tau": 0.05}, budget={"steps": 1_000})}})
+    with pytest.raises(SpecError, match=r"\(keys \['regimes'\]\)"):  # a regime's budget changed since
+        read_state(experiment, longer, resume=True)
 
 
 def test_a_study_that_cannot_be_read_back_gives_one_line_and_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -156,9 +156,12 @@ def test_a_regimes_budget_changes_only_its_own_trials() -> None:
     assert budgets == {("healthy", 2_000, 500, 1_000), ("runaway", 4_000, 1_000, 1_000)}
 
 
-def test_asha_refuses_regimes_whose_budgets_differ() -> None:
-    """ASHA's rungs lead to one max_t: a regime that ends sooner would read as pruned, or never reach them."""
-    data = spec_with(regimes={**REGIMES, "healthy": {"budget": {"steps": 2_000}}}, scheduler={"asha": True, "grace_period": 2_000})
+@pytest.mark.parametrize("budget", [{"steps": 2_000}, {"steps": 4_000}, {"eval_every": 2_000}])
+def test_asha_refuses_regimes_with_budgets_of_their_own(budget: dict[str, Any]) -> None:
+    """ASHA's rungs lead to one max_t and rank on evaluations: a regime that ends sooner would read
+    as pruned, and one evaluated on another cadence would be ranked on no return; even an equal
+    budget is refused, one rule being clearer than its exceptions."""
+    data = spec_with(regimes={**REGIMES, "healthy": {"budget": budget}}, scheduler={"asha": True, "grace_period": 2_000}, smoke={})
     with pytest.raises(SpecError) as caught:
         validate_spec(data)
     assert "regimes ['healthy'] have budgets of their own, which need scheduler.asha false" in str(caught.value)
@@ -169,7 +172,11 @@ def test_a_smoke_run_does_not_keep_a_regime_longer_than_its_own_budget() -> None
     regimes = {**REGIMES, "healthy": {"budget": {"steps": 3_000}}}
     with pytest.raises(SpecError) as caught:
         validate_spec(spec_with(regimes=regimes, scheduler={"asha": False}), smoke=True)
-    assert "regimes ['healthy'] run more steps than smoke.budget.steps" in str(caught.value)
+    assert "regimes ['healthy'] would run more steps than smoke.budget.steps under --smoke" in str(caught.value)
+    for budget in ({"eval_every": 500}, {"steps": "2500"}):  # the smoke's own regime budget must shrink the steps too
+        with pytest.raises(SpecError, match=r"regimes \['healthy'\] would run more steps"):
+            smoke = {**BASE["smoke"], "scheduler": {"asha": False}, "regimes": {"healthy": {"budget": budget}}}
+            validate_spec(spec_with(regimes=regimes, scheduler={"asha": False}, smoke=smoke), smoke=True)
     shrunk = {**BASE["smoke"], "scheduler": {"asha": False}, "regimes": {"healthy": {"budget": {"steps": 1_000}}}}
     spec = validate_spec(spec_with(regimes=regimes, scheduler={"asha": False}, smoke=shrunk), smoke=True)
     assert {(p.regime, p.config.steps) for p in expand(spec)} == {("healthy", 1_000), ("runaway", 2_000)}

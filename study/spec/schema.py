@@ -153,14 +153,28 @@ def population_problems(spec: StudySpec) -> list[str]:
 
 
 def regimes_longer_than_smoke(regimes: dict[str, Regime], smoke: dict[str, Any]) -> list[str]:
-    """The regimes whose own budget.steps exceed the smoke section's and that the smoke leaves as they are."""
-    smoke_steps = (smoke.get("budget") or {}).get("steps")
-    smoke_regimes = smoke.get("regimes") or {}
-    if not isinstance(smoke_steps, int) or not isinstance(smoke_regimes, dict):
-        return []  # (a bad value is the budget's and the regimes' validators' to report)
-    return [name for name, regime in regimes.items()
-            if isinstance(regime.budget.get("steps"), int) and regime.budget["steps"] > smoke_steps
-            and "budget" not in (smoke_regimes.get(name) or {})]
+    """The regimes that a smoke run would run longer than the smoke's budget.steps: a regime's own
+    budget is merged over the study's, the smoke's included, unless the smoke sets the regime's."""
+    smoke_steps = _as_steps((smoke.get("budget") or {}).get("steps"))
+    smoke_regimes = smoke.get("regimes") if isinstance(smoke.get("regimes"), dict) else {}
+    if smoke_steps is None:
+        return []  # (a bad value is the budget validator's to report)
+    longer = []
+    for name, regime in regimes.items():
+        shrunk = smoke_regimes.get(name)
+        budget = shrunk.get("budget") if isinstance(shrunk, dict) else None
+        steps = _as_steps(budget["steps"]) if isinstance(budget, dict) and "steps" in budget else _as_steps(regime.budget.get("steps"))
+        if steps is not None and steps > smoke_steps:
+            longer.append(name)
+    return longer
+
+
+def _as_steps(value: Any) -> int | None:
+    """A steps value as the budget will read it (YAML may give "4000"), None when it is none or bad."""
+    try:
+        return None if value is None or isinstance(value, bool) else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def regime_budget_problems(spec: StudySpec, regime: str) -> list[str]:
@@ -335,8 +349,8 @@ class StudySpec(BaseModel):
             raise ValueError(f"regimes {new} are not regimes of the file; its regimes: {sorted(info.data.get('regimes', {}))}")
         if kept := regimes_longer_than_smoke(info.data.get("regimes", {}), smoke):
             # A regime's budget is merged over the study's, the smoke's included: it would run in full.
-            raise ValueError(f"regimes {kept} run more steps than smoke.budget.steps and a smoke run would keep them: "
-                             "shrink them in smoke.regimes.<name>.budget")
+            raise ValueError(f"regimes {kept} would run more steps than smoke.budget.steps under --smoke (a regime's "
+                             "budget wins over the smoke's): set smoke.regimes.<name>.budget.steps to at most it")
         return smoke
 
     @model_validator(mode="after")
