@@ -40,7 +40,7 @@ from ray import tune
 
 from study import metrics as m
 from study import results as r
-from study.plan import POPULATION, TrialPlan, member_id, members_of, regime_budget
+from study.plan import POPULATION, TrialPlan, member_id, members_of, regime_steps
 from study.spec import StudySpec
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def create_study_run(client: MlflowClient, experiment_id: str, spec: StudySpec, 
     )
     params = {key: r.encode_param(value) for key, value in
               {"env": spec.env, "steps": spec.budget.steps, "design": spec.design, "seeds": spec.seeds}.items()}
-    params |= encoded_params("steps", {name: regime_budget(spec, name)["steps"] for name in spec.regimes})
+    params |= encoded_params("steps", regime_steps(spec))
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     if spec.reference:  # the published returns the report shows beside the measured ones
         client.log_dict(run.info.run_id, [ref.model_dump(mode="json") for ref in spec.reference], r.REFERENCE_FILE)

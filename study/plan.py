@@ -100,6 +100,11 @@ def regime_budget(spec: StudySpec, regime: str) -> dict[str, Any]:
     return {**spec.budget.model_dump(), **spec.regimes[regime].budget}
 
 
+def regime_steps(spec: StudySpec) -> dict[str, int]:
+    """Each regime's env steps per trial (its budget's, else the study's)."""
+    return {regime: regime_budget(spec, regime)["steps"] for regime in spec.regimes}
+
+
 def expand(spec: StudySpec) -> list[TrialPlan]:
     """Every (arm, seed) trial of a grid design, arm by arm (regime by regime, if it has regimes).
     In a regime, an arm whose TD3 config equals an earlier arm's (its baseline's, above all) is

@@ -44,7 +44,7 @@ from study import metrics as m
 from study import results as r
 from study.guard import GUARD_STOPS
 from study.mlflow_logging import MlflowStudyCallback, create_study_run, open_experiment
-from study.plan import BASELINE, POPULATION, TrialPlan, expand, member_id, members_of, regime_budget
+from study.plan import BASELINE, POPULATION, TrialPlan, expand, member_id, members_of, regime_steps
 from study.scheduler import QGuardScheduler, StopReasonCallback
 from study.search import search
 from study.spec import SpecError, StudySpec, load_spec
@@ -342,7 +342,7 @@ def collect_outcomes(spec: StudySpec, results: Any) -> list[TrialOutcome]:
 
 def steps_per_trial(spec: StudySpec) -> str:
     """The budget's steps, or each regime's where regimes have budgets of their own."""
-    by_regime = {regime: regime_budget(spec, regime)["steps"] for regime in spec.regimes}
+    by_regime = regime_steps(spec)
     if set(by_regime.values()) <= {spec.budget.steps}:
         return f"{spec.budget.steps} env steps per trial"
     return "env steps per trial: " + ", ".join(f"{steps} in {regime}" for regime, steps in by_regime.items())

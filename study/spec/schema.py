@@ -11,6 +11,7 @@ from agents import TD3Config
 from study.config import TrialConfig
 from study.guard import GuardConfig
 from study.plan import BASELINE, REGIME_NAME, arms, deep_merge, regime_budget
+from study.results import as_number
 from study.spec.checks import agent_problems, carla_pool_problems, check_env_settings, trial_problems
 from envs import needs_server
 from envs.validation import describe_errors
@@ -154,27 +155,18 @@ def population_problems(spec: StudySpec) -> list[str]:
 
 def regimes_longer_than_smoke(regimes: dict[str, Regime], smoke: dict[str, Any]) -> list[str]:
     """The regimes that a smoke run would run longer than the smoke's budget.steps: a regime's own
-    budget is merged over the study's, the smoke's included, unless the smoke sets the regime's."""
-    smoke_steps = _as_steps((smoke.get("budget") or {}).get("steps"))
+    budget is merged over the study's, the smoke's included, unless the smoke sets the regime's.
+    Values as the budget will read them (YAML may give "4000"); a bad one is its validator's to report."""
+    smoke_steps = as_number((smoke.get("budget") or {}).get("steps"))
     smoke_regimes = smoke.get("regimes") if isinstance(smoke.get("regimes"), dict) else {}
-    if smoke_steps is None:
-        return []  # (a bad value is the budget validator's to report)
     longer = []
     for name, regime in regimes.items():
         shrunk = smoke_regimes.get(name)
         budget = shrunk.get("budget") if isinstance(shrunk, dict) else None
-        steps = _as_steps(budget["steps"]) if isinstance(budget, dict) and "steps" in budget else _as_steps(regime.budget.get("steps"))
-        if steps is not None and steps > smoke_steps:
+        steps = budget["steps"] if isinstance(budget, dict) and "steps" in budget else regime.budget.get("steps")
+        if as_number(steps) > smoke_steps:  # NaN (none or bad) on either side compares False
             longer.append(name)
     return longer
-
-
-def _as_steps(value: Any) -> int | None:
-    """A steps value as the budget will read it (YAML may give "4000"), None when it is none or bad."""
-    try:
-        return None if value is None or isinstance(value, bool) else int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def regime_budget_problems(spec: StudySpec, regime: str) -> list[str]:
